@@ -1,0 +1,75 @@
+"""Platform settings: defaults < YAML file < SHOPFLOOR_* environment variables.
+
+The embedded defaults need nothing installed: registry in SQLite and historian in DuckDB,
+both under ``data_dir``. Scale-out changes only the URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shopfloor.core.errors import BadInput
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(Path("shopfloor-data"), description="Folder holding all platform data.")
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    http_port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
+    registry_url: str | None = Field(
+        None, description="SQLAlchemy URL of the registry; default SQLite in data_dir."
+    )
+    historian_url: str | None = Field(
+        None, description="Historian URL; default duckdb:///<data_dir>/historian.duckdb."
+    )
+    commit_interval_ms: float = Field(
+        10.0, gt=0, le=1000, description="Writes arriving within this window share one commit."
+    )
+    max_batch_points: int = Field(
+        1_000_000, gt=0, description="Largest batch one ingest request may carry."
+    )
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
+    hot_max_points: int = Field(
+        2_000_000,
+        gt=0,
+        description="Points kept in the recent segment before it is compacted into blocks.",
+    )
+    compact_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between background compactions of the recent segment."
+    )
+
+    def resolved_registry_url(self) -> str:
+        return self.registry_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    def resolved_historian_url(self) -> str:
+        return self.historian_url or f"duckdb:///{self.data_dir / 'historian.duckdb'}"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from an optional YAML file, the environment, then explicit overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInput(f"cannot read settings: {exc}", str(path)) from None
+        if not isinstance(loaded, dict):
+            raise BadInput("settings file must hold a mapping", str(path))
+        data.update(loaded)
+    for name in Settings.model_fields:
+        env = os.environ.get(f"SHOPFLOOR_{name.upper()}")
+        if env is not None:
+            data[name] = env
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{first['msg']} (settings{f' in {path}' if path else ''})", where) from None

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from shopfloor.api.platform import Platform
 from shopfloor.core.errors import Forbidden, Unauthorized
-
-if TYPE_CHECKING:
-    from shopfloor.api.platform import Platform
-    from shopfloor.registry.service import TenantInfo
+from shopfloor.registry.service import TenantInfo
 
 
 def get_platform(request: Request) -> Platform:

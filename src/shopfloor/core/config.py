@@ -26,7 +26,7 @@ class Settings(BaseModel):
         None, description="SQLAlchemy URL of the registry; default SQLite in data_dir."
     )
     historian_url: str | None = Field(
-        None, description="Historian URL; default duckdb:///<data_dir>/historian.duckdb."
+        None, description="Historian URL; default duckdb:///<data_dir>/historian (a folder)."
     )
     commit_interval_ms: float = Field(
         10.0, gt=0, le=1000, description="Writes arriving within this window share one commit."
@@ -48,7 +48,7 @@ class Settings(BaseModel):
         return self.registry_url or f"sqlite:///{self.data_dir / 'registry.db'}"
 
     def resolved_historian_url(self) -> str:
-        return self.historian_url or f"duckdb:///{self.data_dir / 'historian.duckdb'}"
+        return self.historian_url or f"duckdb:///{self.data_dir / 'historian'}"
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -23,6 +23,12 @@ class BadInput(ShopfloorError):
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
+class Malformed(BadInput):
+    """The body could not be parsed at all (bad JSON, not Arrow)."""
+
+    status_code = 400
+
+
 class PayloadTooLarge(BadInput):
     status_code = 413
 

@@ -91,3 +91,45 @@ def _iso(ns: int) -> str:
 
 def to_iso(ns: int) -> str:
     return _iso(ns)
+
+
+_DURATION_UNITS: Final = {
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": DAY_NS,
+    "w": 7 * DAY_NS,
+}
+
+
+def parse_duration(text: str, field: str = "interval") -> int:
+    """'500ms', '10s', '1m', '2h', '1d', '1w' or plain seconds into nanoseconds (> 0)."""
+    raw = text.strip().lower()
+    for suffix in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if raw.endswith(suffix):
+            number, factor = raw[: -len(suffix)], _DURATION_UNITS[suffix]
+            break
+    else:
+        number, factor = raw, _DURATION_UNITS["s"]
+    try:
+        amount = float(number)
+    except ValueError:
+        raise BadInput(f"{text!r} is not a duration such as 30s, 5m, 1h or 1d", field) from None
+    ns = round(amount * factor)
+    if ns <= 0:
+        raise BadInput(f"{text!r} must be longer than zero", field)
+    return ns
+
+
+def parse_instant(text: str, field: str, now: int | None = None) -> int:
+    """An RFC 3339 time, integer epoch milliseconds, 'now', or '-1h' style relative to now."""
+    raw = text.strip()
+    current = now_ns() if now is None else now
+    if raw == "now":
+        return current
+    if raw.startswith("-") and not raw[1:].isdigit():
+        return current - parse_duration(raw[1:], field)
+    if raw.lstrip("-").isdigit():
+        return int(raw) * UNIT_NS["ms"]
+    return int(parse_iso(pa.array([raw]), field)[0])

@@ -15,6 +15,7 @@ Semantics every backend keeps (the contract suite in tests/historian checks them
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -48,6 +49,9 @@ LATEST_SCHEMA: Final = RAW_SCHEMA
 @runtime_checkable
 class HistorianBackend(Protocol):
     """A time-series store for point batches (see core.types.POINT_SCHEMA)."""
+
+    def submit(self, batch: pa.Table) -> Future[None]:
+        """Queue a batch; the future resolves once it is durable (or fails with StorageError)."""
 
     def write(self, batch: pa.Table) -> None:
         """Store a batch; return once it is durable. Raises StorageError if it is not."""

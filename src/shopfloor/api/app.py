@@ -1,0 +1,55 @@
+"""The FastAPI application: one process serves the API for the platform it opens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import shopfloor
+from shopfloor.api import data_routes, errors, registry_routes
+from shopfloor.api.platform import Platform
+from shopfloor.api.responses import JSON
+from shopfloor.core.config import Settings
+
+
+def create_app(settings: Settings | None = None, platform: Platform | None = None) -> FastAPI:
+    """Build the app; it opens (and closes) its own Platform unless one is handed in."""
+    own = platform is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plat = platform or Platform(settings or Settings())
+        app.state.platform = plat
+        plat.start_background()
+        try:
+            yield
+        finally:
+            await plat.stop_background()
+            if own:
+                plat.close()
+
+    app = FastAPI(
+        title="Shopfloor",
+        version=shopfloor.__version__,
+        description="Open industrial internet platform: ingest, registry and historian API.",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    if platform is not None:
+        app.state.platform = platform
+    errors.install(app)
+    app.include_router(data_routes.router)
+    app.include_router(registry_routes.router)
+
+    @app.get("/health", tags=["ops"], summary="Liveness and storage figures")
+    async def health() -> dict[str, object]:
+        plat: Platform = app.state.platform
+        return {
+            "status": "ok",
+            "version": shopfloor.__version__,
+            "historian": plat.historian.stats(),
+        }
+
+    return app

@@ -1,0 +1,284 @@
+"""Ingest and query endpoints: the data plane of the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Final, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.platform import Platform
+from shopfloor.api.responses import JSON
+from shopfloor.core.errors import BadInput, PayloadTooLarge, Unauthorized
+from shopfloor.core.timeutil import parse_duration, parse_instant
+from shopfloor.historian.backend import AGGREGATES, Aggregate
+from shopfloor.ingest.decode import decode_arrow, decode_json
+from shopfloor.registry.service import TenantInfo
+
+router = APIRouter(prefix="/api/v1", tags=["data"])
+
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+MAX_BUCKETS: Final = 1_000_000
+MAX_RAW: Final = 1_000_000
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"description": "Malformed body"},
+    401: {"description": "Missing or unknown API key"},
+    404: {"description": "Unknown signal"},
+    413: {"description": "Body or batch too large"},
+    415: {"description": "Unsupported content type"},
+    422: {"description": "Invalid value; the error names the field and index"},
+    503: {"description": "Storage unavailable; nothing of the batch was stored"},
+}
+
+_INGEST_BODY: Final = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {
+                        "title": "Columnar batch",
+                        "type": "object",
+                        "required": ["signal", "ts", "value"],
+                        "properties": {
+                            "device": {"type": "string"},
+                            "ts_unit": {"type": "string", "enum": ["s", "ms", "us", "ns"]},
+                            "signal": {"type": "array", "items": {"type": "string"}},
+                            "ts": {"type": "array", "items": {"type": ["integer", "string"]}},
+                            "value": {"type": "array", "items": {}},
+                            "quality": {"type": "array", "items": {}},
+                        },
+                    },
+                    {
+                        "title": "Row batch",
+                        "type": "object",
+                        "required": ["points"],
+                        "properties": {
+                            "device": {"type": "string"},
+                            "ts_unit": {"type": "string", "enum": ["s", "ms", "us", "ns"]},
+                            "points": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["signal", "ts", "value"],
+                                    "properties": {
+                                        "signal": {"type": "string"},
+                                        "ts": {"type": ["integer", "string"]},
+                                        "value": {},
+                                        "quality": {},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                ]
+            }
+        },
+        ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def _tenant_fast(platform: Platform, request: Request) -> TenantInfo:
+    """Same check as deps.current_tenant, inline: dependency injection costs on the hot path."""
+    key = request.headers.get("x-api-key")
+    if not key:
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    if not key:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+    tenant = platform.registry.tenant_by_api_key(key)
+    if tenant is None:
+        raise Unauthorized("unknown API key")
+    return tenant
+
+
+@router.post(
+    "/ingest",
+    summary="Store a batch of points",
+    description=(
+        "Columnar JSON, row JSON or an Arrow IPC stream. The answer comes once the batch is "
+        "durable. A batch is all-or-nothing: one bad point rejects it with an error naming "
+        "the field and index, and nothing of it is stored."
+    ),
+    responses={200: {"description": "Stored: {'accepted': n}"}, **_ERRORS},
+    openapi_extra={"requestBody": _INGEST_BODY},
+)
+async def ingest(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    tenant = _tenant_fast(platform, request)
+    limit = platform.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes, at most {limit}", "body")
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body of {len(body)} bytes, at most {limit}", "body")
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    max_points = platform.settings.max_batch_points
+    if ctype == "application/json":
+        cols = decode_json(body, max_points)
+    elif ctype == ARROW_STREAM:
+        cols = decode_arrow(body, request.query_params.get("device"), max_points)
+    else:
+        return JSON(
+            {
+                "error": {
+                    "type": "BadInput",
+                    "message": f"unsupported content type {ctype!r}; use application/json or {ARROW_STREAM}",
+                    "field": "content-type",
+                }
+            },
+            status_code=415,
+        )
+    return JSON({"accepted": await platform.ingestor.ingest(tenant, cols)})
+
+
+def _window(start: str, end: str) -> tuple[int, int]:
+    t0, t1 = parse_instant(start, "start"), parse_instant(end, "end")
+    if t1 <= t0:
+        raise BadInput("end must be after start", "end")
+    return t0, t1
+
+
+def _resolve(platform: Platform, tenant: TenantInfo, keys: list[str]) -> dict[int, str]:
+    if not keys:
+        raise BadInput("name at least one signal as device/signal", "signal")
+    ids = platform.registry.resolve_keys(tenant.id, keys)
+    return dict(zip(ids.tolist(), keys, strict=True))
+
+
+def _times(ts: np.ndarray, fmt: str) -> Any:
+    if fmt == "ms":
+        return ts // 1_000_000
+    if fmt == "ns":
+        return ts
+    return np.char.add(np.datetime_as_string(ts.astype("datetime64[ns]"), unit="ms"), "Z").tolist()
+
+
+def _series(
+    table: pa.Table, names: dict[int, str], time_key: str, time_fmt: str, cols: list[str]
+) -> list[dict[str, Any]]:
+    """Split a table ordered by signal into one column-object per signal."""
+    sid = np.asarray(table.column("signal_id"), dtype=np.int64)
+    cuts = np.flatnonzero(np.diff(sid)) + 1
+    starts, stops = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(sid)]))
+    arrays = {c: table.column(c).to_numpy(zero_copy_only=False) for c in cols}
+    ts = np.asarray(table.column(time_key), dtype=np.int64)
+    out = []
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        if a == b:
+            continue
+        item: dict[str, Any] = {"signal": names[int(sid[a])], time_key: _times(ts[a:b], time_fmt)}
+        for c in cols:
+            col = arrays[c][a:b]
+            item[c] = col.tolist() if col.dtype == object else col
+        out.append(item)
+    return out
+
+
+TimeFormat = Literal["iso", "ms", "ns"]
+Signals = Annotated[list[str], Query(alias="signal", description="device/signal, repeatable")]
+
+
+@router.get("/points", summary="Raw points of one or more signals", responses=_ERRORS)
+async def points(
+    signal: Signals,
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    platform: Annotated[Platform, Depends(get_platform)],
+    start: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "-1h",
+    end: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "now",
+    limit: Annotated[int, Query(ge=1, le=MAX_RAW)] = 100_000,
+    time_format: Annotated[TimeFormat, Query()] = "iso",
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    t0, t1 = _window(start, end)
+    names = _resolve(platform, tenant, signal)
+    table = await asyncio.to_thread(
+        platform.historian.query_raw, tenant.id, list(names), t0, t1, limit
+    )
+    if format == "csv":
+        return _csv(table, names)
+    cols = (
+        ["value", "text", "quality"]
+        if table.column("text").null_count < table.num_rows
+        else ["value", "quality"]
+    )
+    return JSON({"series": _series(table, names, "ts", time_format, cols)})
+
+
+def signal_keys(sid: np.ndarray, names: dict[int, str]) -> pa.Array:
+    """The device/signal key of every row, by a sorted lookup rather than a loop over rows."""
+    ids = np.array(sorted(names), dtype=np.int64)
+    keys = pa.array([names[int(i)] for i in ids], pa.string())
+    return keys.take(pa.array(np.searchsorted(ids, sid)))
+
+
+def _csv(table: pa.Table, names: dict[int, str]) -> Response:
+    sid = np.asarray(table.column("signal_id"), dtype=np.int64)
+    out = pa.table(
+        {
+            "signal": signal_keys(sid, names),
+            "ts": table.column("ts").cast(pa.timestamp("ns", "UTC")),
+            "value": table.column("value"),
+            "text": table.column("text"),
+            "quality": table.column("quality"),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(out, sink)
+    return Response(bytes(sink.getvalue()), media_type="text/csv")
+
+
+@router.get("/downsample", summary="Aggregates per time bucket", responses=_ERRORS)
+async def downsample(
+    signal: Signals,
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    platform: Annotated[Platform, Depends(get_platform)],
+    interval: Annotated[str, Query(description="bucket width: 10s, 1m, 1h, 1d")],
+    start: Annotated[str, Query()] = "-1h",
+    end: Annotated[str, Query()] = "now",
+    agg: Annotated[list[Aggregate], Query(description=f"any of {', '.join(AGGREGATES)}")] = ["avg"],  # noqa: B006
+    time_format: Annotated[TimeFormat, Query()] = "iso",
+) -> Response:
+    t0, t1 = _window(start, end)
+    step = parse_duration(interval)
+    names = _resolve(platform, tenant, signal)
+    buckets = (t1 - t0) // step + 1
+    if buckets * len(names) > MAX_BUCKETS:
+        raise BadInput(
+            f"{buckets * len(names)} buckets asked, at most {MAX_BUCKETS}: widen the interval",
+            "interval",
+        )
+    aggs = list(dict.fromkeys(agg))
+    table = await asyncio.to_thread(
+        platform.historian.query_downsample, tenant.id, list(names), t0, t1, step, aggs
+    )
+    return JSON({"interval_ns": step, "series": _series(table, names, "bucket", time_format, aggs)})
+
+
+@router.get("/latest", summary="Newest point of each signal", responses=_ERRORS)
+async def latest(
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    platform: Annotated[Platform, Depends(get_platform)],
+    signal: Annotated[list[str] | None, Query(description="device/signal, repeatable")] = None,
+    device: Annotated[str | None, Query(description="all signals of this device")] = None,
+    time_format: Annotated[TimeFormat, Query()] = "iso",
+) -> Response:
+    keys = list(signal or [])
+    if device:
+        keys += [s.key for s in platform.registry.list_signals(tenant.id, device)]
+    names = _resolve(platform, tenant, keys)
+    table = platform.historian.latest(tenant.id, list(names))
+    rows = table.to_pylist()
+    ts = _times(np.asarray(table.column("ts"), dtype=np.int64), time_format)
+    for r, t in zip(rows, list(ts), strict=True):
+        r["signal"] = names[r.pop("signal_id")]
+        r["ts"] = t
+    return JSON({"points": rows})

@@ -1,0 +1,94 @@
+"""The running platform: settings, registry, historian and ingest wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+
+from shopfloor.core.config import Settings
+from shopfloor.core.errors import BadInput
+from shopfloor.core.timeutil import DAY_NS, now_ns
+from shopfloor.historian.backend import HistorianBackend
+from shopfloor.historian.duckdb_backend import DuckDBHistorian
+from shopfloor.ingest.service import Ingestor
+from shopfloor.registry.service import Registry
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 3600.0
+
+
+def open_historian(settings: Settings) -> HistorianBackend:
+    url = settings.resolved_historian_url()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "duckdb":
+        raise BadInput(
+            f"unsupported historian URL {url!r}; use duckdb:///<folder>", "historian_url"
+        )
+    return DuckDBHistorian(
+        Path(
+            rest[1:] if rest.startswith("/") else rest
+        ),  # as sqlite:/// URLs: 4 slashes = absolute
+        commit_interval_ms=settings.commit_interval_ms,
+        hot_max_points=settings.hot_max_points,
+        compact_interval_s=settings.compact_interval_s,
+    )
+
+
+def load_admin_key(data_dir: Path) -> str:
+    """The platform admin key lives in the data folder, readable by its owner only."""
+    path = data_dir / "admin.key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_key = load_admin_key(settings.data_dir)
+        self.registry = Registry(settings.resolved_registry_url())
+        self.registry.upgrade()
+        self.historian = open_historian(settings)
+        self.ingestor = Ingestor(self.registry, self.historian)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def apply_retention(self) -> int:
+        """Apply every tenant's retention period; returns points removed."""
+        removed = 0
+        for tenant in self.registry.list_tenants():
+            if tenant.retention_days:
+                cutoff = now_ns() - tenant.retention_days * DAY_NS
+                removed += self.historian.apply_retention(tenant.id, cutoff)
+        return removed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(self.apply_retention)
+                if removed:
+                    log.info("retention removed %d points", removed)
+            except Exception:
+                log.exception("retention run failed; will retry")
+            await asyncio.sleep(RETENTION_EVERY_S)
+
+    def start_background(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._retention_loop()))
+
+    async def stop_background(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    def close(self) -> None:
+        self.historian.close()
+        self.registry.close()

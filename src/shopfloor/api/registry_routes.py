@@ -1,0 +1,452 @@
+"""Registry CRUD over HTTP: tenants, assets, device types, devices and signals.
+
+Every route is scoped to the tenant of the caller's API key, except creating and listing
+tenants, which need the platform admin key. Registry calls are blocking SQL, so the routes
+are plain ``def``: FastAPI runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopfloor.api.deps import current_tenant, get_platform, require_admin
+from shopfloor.core.types import Classification, DataType
+from shopfloor.registry.models import NAME_LEN, UNIT_LEN, AssetLevel
+from shopfloor.registry.service import (
+    AssetInfo,
+    DeviceInfo,
+    DeviceTypeInfo,
+    Registry,
+    SignalInfo,
+    SignalSpec,
+    TenantInfo,
+)
+
+router = APIRouter(prefix="/api/v1")
+
+# ---------------------------------------------------------------------------------------------
+# Bodies. Strict, so JSON `false` is not a number and "3" is not an int; enum fields stay lax
+# because strict enums only accept enum instances, never the JSON strings.
+# ---------------------------------------------------------------------------------------------
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LEN)]
+Unit = Annotated[str, Field(max_length=UNIT_LEN)]
+DataTypeField = Annotated[DataType, Field(strict=False)]
+ClassField = Annotated[Classification, Field(strict=False)]
+LevelField = Annotated[AssetLevel, Field(strict=False)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TenantIn(_In):
+    name: Name
+    auto_register_signals: bool = True
+    retention_days: int | None = Field(None, ge=1, description="Days of history kept; none: all.")
+
+
+class TenantPatch(_In):
+    auto_register_signals: bool | None = None
+    retention_days: int | None = Field(None, ge=1, description="null keeps history forever.")
+
+
+class TenantOut(_Out):
+    id: int
+    name: str
+    auto_register_signals: bool
+    retention_days: int | None
+    created_at: datetime
+
+
+class TenantCreated(TenantOut):
+    api_key: str = Field(description="Shown only in this response; store it now.")
+
+
+class AssetIn(_In):
+    level: LevelField
+    name: Name
+    parent_id: int | None = None
+
+
+class AssetOut(_Out):
+    id: int
+    level: AssetLevel
+    name: str
+    parent_id: int | None
+
+
+class TreeNode(BaseModel):
+    id: int
+    level: AssetLevel
+    name: str
+    devices: list[str]
+    children: list[TreeNode]
+
+
+class SignalSpecIn(_In):
+    name: Name
+    data_type: DataTypeField = DataType.FLOAT
+    unit: Unit = ""
+    description: str = ""
+    classification: ClassField = Classification.GENERAL
+
+    def spec(self) -> SignalSpec:
+        return SignalSpec(
+            self.name, self.data_type, self.unit, self.description, self.classification
+        )
+
+
+class SignalSpecOut(_Out):
+    name: str
+    data_type: DataType
+    unit: str
+    description: str
+    classification: Classification
+
+
+class DeviceTypeIn(_In):
+    name: Name
+    signals: list[SignalSpecIn] = []
+    extends: Name | None = None
+    description: str = ""
+
+
+class DeviceTypeOut(_Out):
+    id: int
+    name: str
+    extends: str | None
+    description: str
+    signals: list[SignalSpecOut] = Field(description="Effective signals, inherited ones first.")
+
+
+class DeviceIn(_In):
+    name: Name
+    device_type: Name | None = None
+    asset_id: int | None = None
+
+
+class DeviceOut(_Out):
+    id: int
+    name: str
+    device_type: str | None
+    asset_id: int | None
+    created_at: datetime
+
+
+class SignalPatch(_In):
+    unit: Unit | None = None
+    description: str | None = None
+    classification: ClassField | None = None
+
+
+class SignalOut(_Out):
+    id: int
+    key: str = Field(description="'<device>/<signal>'")
+    device: str
+    name: str
+    data_type: DataType
+    unit: str
+    description: str
+    classification: Classification
+    created_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies and documented error responses
+# ---------------------------------------------------------------------------------------------
+
+
+def get_registry(platform: Annotated[Any, Depends(get_platform)]) -> Registry:
+    registry: Registry = platform.registry
+    return registry
+
+
+Reg = Annotated[Registry, Depends(get_registry)]
+Me = Annotated[TenantInfo, Depends(current_tenant)]
+Admin = Depends(require_admin)
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+AUTH: Responses = {401: _err("Missing or unknown API key")}
+ADMIN: Responses = {401: _err("Missing API key"), 403: _err("Not the platform admin key")}
+E404: Responses = {404: _err("Not found in the caller's tenant")}
+E409: Responses = {409: _err("Conflicts with what exists")}
+E422: Responses = {422: _err("Invalid input")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tenants
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/tenants",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Admin],
+    summary="Create a tenant (admin); returns its API key once",
+    responses={**ADMIN, **E409, **E422},
+    tags=["tenants"],
+)
+def create_tenant(body: TenantIn, reg: Reg) -> TenantCreated:
+    info, key = reg.create_tenant(body.name, body.auto_register_signals, body.retention_days)
+    return TenantCreated(**TenantOut.model_validate(info).model_dump(), api_key=key)
+
+
+@router.get(
+    "/tenants",
+    dependencies=[Admin],
+    summary="List all tenants (admin)",
+    responses=ADMIN,
+    tags=["tenants"],
+)
+def list_tenants(reg: Reg) -> list[TenantOut]:
+    return [TenantOut.model_validate(t) for t in reg.list_tenants()]
+
+
+@router.get("/tenant", summary="The caller's own tenant", responses=AUTH, tags=["tenants"])
+def get_own_tenant(me: Me) -> TenantOut:
+    return TenantOut.model_validate(me)
+
+
+@router.patch(
+    "/tenant",
+    summary="Change the caller's tenant settings",
+    responses={**AUTH, **E422},
+    tags=["tenants"],
+)
+def patch_own_tenant(body: TenantPatch, me: Me, reg: Reg) -> TenantOut:
+    # An explicit null retention clears it; the service spells that 0.
+    retention = body.retention_days
+    if "retention_days" in body.model_fields_set and retention is None:
+        retention = 0
+    info = reg.update_tenant(
+        me.id, auto_register_signals=body.auto_register_signals, retention_days=retention
+    )
+    return TenantOut.model_validate(info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hierarchy
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/assets",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add an asset to the ISA-95 hierarchy",
+    description="The level must be the one right below the parent's; an enterprise has none.",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["hierarchy"],
+)
+def create_asset(body: AssetIn, me: Me, reg: Reg) -> AssetOut:
+    return _asset(reg.create_asset(me.id, body.level, body.name, body.parent_id))
+
+
+@router.get("/assets", summary="List assets", responses=AUTH, tags=["hierarchy"])
+def list_assets(me: Me, reg: Reg) -> list[AssetOut]:
+    return [_asset(a) for a in reg.list_assets(me.id)]
+
+
+@router.get(
+    "/assets/{asset_id}", summary="One asset", responses={**AUTH, **E404}, tags=["hierarchy"]
+)
+def get_asset(asset_id: int, me: Me, reg: Reg) -> AssetOut:
+    return _asset(reg.get_asset(me.id, asset_id))
+
+
+@router.delete(
+    "/assets/{asset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an asset without children or devices",
+    responses={**AUTH, **E404, **E409},
+    tags=["hierarchy"],
+)
+def delete_asset(asset_id: int, me: Me, reg: Reg) -> Response:
+    reg.delete_asset(me.id, asset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/tree",
+    summary="The whole hierarchy, nested, with devices under their asset",
+    responses=AUTH,
+    tags=["hierarchy"],
+)
+def get_tree(me: Me, reg: Reg) -> list[TreeNode]:
+    return [TreeNode.model_validate(n) for n in reg.tree(me.id)]
+
+
+def _asset(a: AssetInfo) -> AssetOut:
+    return AssetOut.model_validate(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device types
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/device-types",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a device type (a template of signals), optionally extending another",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["devices"],
+)
+def create_device_type(body: DeviceTypeIn, me: Me, reg: Reg) -> DeviceTypeOut:
+    specs = [s.spec() for s in body.signals]
+    info = reg.create_device_type(me.id, body.name, specs, body.extends, body.description)
+    return _type(info)
+
+
+@router.get("/device-types", summary="List device types", responses=AUTH, tags=["devices"])
+def list_device_types(me: Me, reg: Reg) -> list[DeviceTypeOut]:
+    return [_type(t) for t in reg.list_device_types(me.id)]
+
+
+@router.get(
+    "/device-types/{name}",
+    summary="One device type with its effective signals",
+    responses={**AUTH, **E404},
+    tags=["devices"],
+)
+def get_device_type(name: str, me: Me, reg: Reg) -> DeviceTypeOut:
+    return _type(reg.get_device_type(me.id, name))
+
+
+def _type(t: DeviceTypeInfo) -> DeviceTypeOut:
+    return DeviceTypeOut.model_validate(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a device; from a device type it gets the type's signals",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["devices"],
+)
+def create_device(body: DeviceIn, me: Me, reg: Reg) -> DeviceOut:
+    return _device(reg.create_device(me.id, body.name, body.device_type, body.asset_id))
+
+
+@router.get("/devices", summary="List devices", responses=AUTH, tags=["devices"])
+def list_devices(me: Me, reg: Reg) -> list[DeviceOut]:
+    return [_device(d) for d in reg.list_devices(me.id)]
+
+
+@router.get("/devices/{name}", summary="One device", responses={**AUTH, **E404}, tags=["devices"])
+def get_device(name: str, me: Me, reg: Reg) -> DeviceOut:
+    return _device(reg.get_device(me.id, name))
+
+
+@router.delete(
+    "/devices/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a device; one with signals only with force=true",
+    responses={**AUTH, **E404, **E409},
+    tags=["devices"],
+)
+def delete_device(
+    name: str,
+    me: Me,
+    reg: Reg,
+    force: Annotated[bool, Query(description="Also delete the device's signals.")] = False,
+) -> Response:
+    reg.delete_device(me.id, name, force=force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _device(d: DeviceInfo) -> DeviceOut:
+    return DeviceOut.model_validate(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices/{name}/signals",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a signal to a device",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["signals"],
+)
+def create_signal(name: str, body: SignalSpecIn, me: Me, reg: Reg) -> SignalOut:
+    return _signal(reg.create_signal(me.id, name, body.spec()))
+
+
+@router.get(
+    "/devices/{name}/signals",
+    summary="List a device's signals",
+    responses={**AUTH, **E404},
+    tags=["signals"],
+)
+def list_device_signals(name: str, me: Me, reg: Reg) -> list[SignalOut]:
+    return [_signal(s) for s in reg.list_signals(me.id, name)]
+
+
+@router.get("/signals", summary="List all signals of the tenant", responses=AUTH, tags=["signals"])
+def list_signals(me: Me, reg: Reg) -> list[SignalOut]:
+    return [_signal(s) for s in reg.list_signals(me.id)]
+
+
+@router.get(
+    "/signals/{key:path}",
+    summary="One signal by '<device>/<signal>' key or numeric id",
+    responses={**AUTH, **E404, **E422},
+    tags=["signals"],
+)
+def get_signal(key: str, me: Me, reg: Reg) -> SignalOut:
+    return _signal(reg.get_signal(me.id, key))
+
+
+@router.patch(
+    "/signals/{key:path}",
+    summary="Change a signal's unit, description or classification",
+    description="The data type cannot change: stored history depends on it.",
+    responses={**AUTH, **E404, **E422},
+    tags=["signals"],
+)
+def patch_signal(key: str, body: SignalPatch, me: Me, reg: Reg) -> SignalOut:
+    info = reg.update_signal(
+        me.id,
+        key,
+        unit=body.unit,
+        description=body.description,
+        classification=body.classification,
+    )
+    return _signal(info)
+
+
+def _signal(s: SignalInfo) -> SignalOut:
+    return SignalOut.model_validate(s)

@@ -1,0 +1,314 @@
+"""Decoding ingest payloads straight into columns.
+
+Three wire forms reach the same columns (signal name, timestamp, value, quality):
+
+- columnar JSON (the fast path): ``{"device": "press-01", "signal": [...], "ts": [...],
+  "value": [...], "quality": [...]}`` — parallel arrays, one entry per point;
+- row JSON: ``{"device": "press-01", "points": [{"signal": ..., "ts": ..., "value": ...}, ...]}``;
+- Arrow IPC stream with columns ``signal``, ``ts``, ``value`` and optional ``quality``.
+
+orjson parses the body in C and pyarrow converts each list to a typed column in C++, so no
+Python code runs per point. Signal names are dictionary-encoded, so the registry is asked once
+per distinct signal. The one slow path: a single batch mixing string and numeric values, which
+is classified point by point.
+
+A batch is all-or-nothing: one bad point rejects the whole batch with an error naming the
+field and the index of the first offender, and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shopfloor.core import quality as q
+from shopfloor.core.errors import BadInput, Malformed, PayloadTooLarge
+from shopfloor.core.timeutil import check_range, parse_ts_column
+from shopfloor.core.types import DataType
+
+ROW_FIELDS: Final = frozenset({"signal", "ts", "value", "quality"})
+
+
+@dataclass
+class Columns:
+    """A decoded batch before signal names are resolved to ids."""
+
+    device: str | None
+    signal: pa.DictionaryArray  # names, dictionary-encoded
+    ts: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]  # NaN where a point carries text instead
+    text: pa.Array | None  # string values, or None when the batch has none
+    quality: npt.NDArray[np.uint32] | None
+    kinds: list[DataType]  # per dictionary entry, the data type its values showed
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def decode_json(body: bytes, max_points: int) -> Columns:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Malformed(f"malformed JSON: {exc}", "body") from None
+    if not isinstance(doc, dict):
+        raise BadInput(
+            "expected a JSON object with 'points' or 'signal'/'ts'/'value' arrays", "body"
+        )
+    device = _device(doc.get("device"))
+    unit = doc.get("ts_unit", "ms")
+    if not isinstance(unit, str):
+        raise BadInput("must be one of s, ms, us, ns", "ts_unit")
+    if "points" in doc:
+        return _rows(doc["points"], device, unit, max_points)
+    missing = [k for k in ("signal", "ts", "value") if k not in doc]
+    if missing:
+        raise BadInput(
+            "missing " + ", ".join(repr(m) for m in missing) + ": send 'points' (rows) or "
+            "'signal', 'ts' and 'value' arrays (columns)",
+            missing[0],
+        )
+    n = _length(doc["signal"], "signal", max_points)
+    for key in ("ts", "value", "quality"):
+        if key in doc and doc[key] is not None and _length(doc[key], key, max_points) != n:
+            raise BadInput(f"has {len(doc[key])} entries but 'signal' has {n}", key)
+    return _columns(device, doc["signal"], doc["ts"], doc["value"], doc.get("quality"), unit)
+
+
+def _device(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or "/" in raw:
+        raise BadInput("must be a non-empty device name without '/'", "device")
+    return raw
+
+
+def _length(raw: Any, field: str, max_points: int) -> int:
+    if not isinstance(raw, list):
+        raise BadInput(f"must be an array, not {type(raw).__name__}", field)
+    if len(raw) > max_points:
+        raise PayloadTooLarge(f"{len(raw)} points, at most {max_points} per batch", field)
+    return len(raw)
+
+
+def _rows(raw: Any, device: str | None, unit: str, max_points: int) -> Columns:
+    _length(raw, "points", max_points)
+    if not raw:
+        raise BadInput("no points in the batch", "points")
+    try:
+        table = pa.array(raw)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _rows_slow(raw, device, unit)
+    if not pa.types.is_struct(table.type):
+        raise BadInput("each point must be an object with signal, ts and value", "points")
+    names = {table.type.field(i).name for i in range(table.type.num_fields)}
+    unknown = names - ROW_FIELDS
+    if unknown:
+        raise BadInput(f"unknown field(s) {sorted(unknown)}; use {sorted(ROW_FIELDS)}", "points")
+    for need in ("signal", "ts", "value"):
+        if need not in names:
+            raise BadInput(f"every point needs '{need}'", f"points.{need}")
+    qual = table.field("quality") if "quality" in names else None
+    return _columns(
+        device,
+        table.field("signal"),
+        table.field("ts"),
+        table.field("value"),
+        qual,
+        unit,
+        "points.",
+    )
+
+
+def _rows_slow(raw: list[Any], device: str | None, unit: str) -> Columns:
+    """Rows whose fields mix types (typically text and numbers): split by key, then as columns."""
+    if not all(isinstance(r, dict) for r in raw):
+        raise BadInput("each point must be an object with signal, ts and value", "points")
+    cols = {k: [r.get(k) for r in raw] for k in ("signal", "ts", "value", "quality")}
+    extra = set().union(*(r.keys() for r in raw)) - ROW_FIELDS
+    if extra:
+        raise BadInput(f"unknown field(s) {sorted(extra)}; use {sorted(ROW_FIELDS)}", "points")
+    has_q = any(v is not None for v in cols["quality"])
+    return _columns(
+        device,
+        cols["signal"],
+        cols["ts"],
+        cols["value"],
+        cols["quality"] if has_q else None,
+        unit,
+        "points.",
+    )
+
+
+def _as_array(raw: Any, field: str) -> pa.Array:
+    if isinstance(raw, pa.ChunkedArray):
+        return raw.combine_chunks()
+    if isinstance(raw, pa.Array):
+        return raw
+    try:
+        return pa.array(raw)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise BadInput(f"mixed or unsupported types: {exc}", field) from None
+
+
+def _columns(
+    device: str | None,
+    signal: Any,
+    ts: Any,
+    value: Any,
+    quality: Any,
+    unit: str,
+    prefix: str = "",
+) -> Columns:
+    sig = _as_array(signal, prefix + "signal")
+    if not (
+        pa.types.is_string(sig.type)
+        or pa.types.is_large_string(sig.type)
+        or pa.types.is_dictionary(sig.type)
+    ):
+        raise BadInput(f"signal names must be strings, got {sig.type}", prefix + "signal")
+    if sig.null_count:
+        raise BadInput(f"signal name missing at index {_first_null(sig)}", prefix + "signal")
+    enc = sig if pa.types.is_dictionary(sig.type) else sig.dictionary_encode()
+    ts_ns = parse_ts_column(_as_array(ts, prefix + "ts"), unit, prefix + "ts")
+    check_range(ts_ns, prefix + "ts")
+    vals, text, kinds_of_point = _values(value, prefix + "value")
+    qual = _quality(quality, prefix + "quality") if quality is not None else None
+    kinds = _kinds_per_signal(enc, kinds_of_point)
+    return Columns(device, enc, ts_ns, vals, text, qual, kinds)
+
+
+def _first_null(a: pa.Array) -> int:
+    return int(np.flatnonzero(np.asarray(a.is_null()))[0])
+
+
+_KIND_CODE: Final = {DataType.FLOAT: 0, DataType.INT: 1, DataType.BOOL: 2, DataType.STRING: 3}
+
+
+def _values(
+    raw: Any, field: str
+) -> tuple[npt.NDArray[np.float64], pa.Array | None, npt.NDArray[np.int8] | DataType]:
+    """Numeric values as float64; text values aside. Returns the kind of every point."""
+    try:
+        arr = _as_array(raw, field)
+    except BadInput:
+        if not isinstance(raw, list):
+            raise
+        return _mixed_values(raw, field)
+    if arr.null_count:
+        raise BadInput(f"value missing (null) at index {_first_null(arr)}", field)
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return np.full(len(arr), np.nan), arr.cast(pa.string()), DataType.STRING
+    if pa.types.is_boolean(t):
+        kind = DataType.BOOL
+    elif pa.types.is_integer(t):
+        kind = DataType.INT
+    elif pa.types.is_floating(t):
+        kind = DataType.FLOAT
+    elif pa.types.is_null(t):
+        raise BadInput("value missing (null) at index 0", field)
+    else:
+        raise BadInput(f"values must be numbers, booleans or strings, not {t}", field)
+    vals = np.asarray(arr.cast(pa.float64()), dtype=np.float64)
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        raise BadInput(
+            f"value at index {int(np.flatnonzero(bad)[0])} is not a finite number", field
+        )
+    return vals, None, kind
+
+
+def _mixed_values(
+    raw: list[Any], field: str
+) -> tuple[npt.NDArray[np.float64], pa.Array, npt.NDArray[np.int8]]:
+    kinds = np.empty(len(raw), np.int8)
+    vals = np.full(len(raw), np.nan)
+    texts: list[str | None] = [None] * len(raw)
+    for i, v in enumerate(raw):  # slow path: one batch mixing text and numbers
+        if isinstance(v, str):
+            kinds[i] = _KIND_CODE[DataType.STRING]
+            texts[i] = v
+        elif isinstance(v, bool):
+            kinds[i], vals[i] = _KIND_CODE[DataType.BOOL], float(v)
+        elif isinstance(v, int | float):
+            kinds[i] = _KIND_CODE[DataType.INT if isinstance(v, int) else DataType.FLOAT]
+            vals[i] = float(v)
+            if not np.isfinite(vals[i]):
+                raise BadInput(f"value at index {i} is not a finite number", field)
+        elif v is None:
+            raise BadInput(f"value missing (null) at index {i}", field)
+        else:
+            raise BadInput(
+                f"value at index {i} is a {type(v).__name__}; use a number, boolean or string",
+                field,
+            )
+    return vals, pa.array(texts, pa.string()), kinds
+
+
+def _kinds_per_signal(
+    enc: pa.DictionaryArray, kinds: npt.NDArray[np.int8] | DataType
+) -> list[DataType]:
+    n_dict = len(enc.dictionary)
+    if isinstance(kinds, DataType):
+        return [kinds] * n_dict
+    idx = np.asarray(enc.indices, dtype=np.int64)
+    # A signal seen with both ints and floats is a float; text wins over everything (it must).
+    rank = np.array([2, 1, 0, 3])[kinds]  # by _KIND_CODE: float, int, bool, string
+    best = np.full(n_dict, -1)
+    np.maximum.at(best, idx, rank)
+    back = {2: DataType.FLOAT, 1: DataType.INT, 0: DataType.BOOL, 3: DataType.STRING}
+    return [back[int(r)] for r in best]
+
+
+def _quality(raw: Any, field: str) -> npt.NDArray[np.uint32]:
+    arr = _as_array(raw, field)
+    if arr.null_count:
+        raise BadInput(f"quality missing (null) at index {_first_null(arr)}", field)
+    if pa.types.is_integer(arr.type):
+        ints = np.asarray(arr.cast(pa.int64()), dtype=np.int64)
+        if len(ints) and (ints.min() < 0 or ints.max() > 0xFFFFFFFF):
+            raise BadInput("quality codes are OPC UA status codes (0 .. 2**32-1)", field)
+        return ints.astype(np.uint32)
+    if pa.types.is_string(arr.type):
+        enc = pc.utf8_lower(arr).dictionary_encode()
+        names = enc.dictionary.to_pylist()
+        unknown = [n for n in names if n not in q.NAMES]
+        if unknown:
+            raise BadInput(
+                f"unknown quality {unknown[0]!r}; use good, uncertain, bad or a code", field
+            )
+        codes = np.array([q.NAMES[n] for n in names], dtype=np.uint32)
+        return codes[np.asarray(enc.indices)]
+    raise BadInput(
+        f"quality must be 'good'/'uncertain'/'bad' or an integer code, not {arr.type}", field
+    )
+
+
+def decode_arrow(body: bytes, device: str | None, max_points: int) -> Columns:
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise Malformed(f"not an Arrow IPC stream: {exc}", "body") from None
+    if table.num_rows > max_points:
+        raise PayloadTooLarge(f"{table.num_rows} points, at most {max_points} per batch", "body")
+    names = set(table.column_names)
+    for need in ("signal", "ts", "value"):
+        if need not in names:
+            raise BadInput(f"the Arrow stream needs a '{need}' column", need)
+    meta = table.schema.metadata or {}
+    device = device or (meta[b"device"].decode() if b"device" in meta else None)
+    unit = meta.get(b"ts_unit", b"ms").decode()
+    return _columns(
+        _device(device),
+        table.column("signal"),
+        table.column("ts"),
+        table.column("value"),
+        table.column("quality") if "quality" in names else None,
+        unit,
+    )

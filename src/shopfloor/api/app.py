@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,8 +14,19 @@ from shopfloor.api.responses import JSON
 from shopfloor.core.config import Settings
 
 
-def create_app(settings: Settings | None = None, platform: Platform | None = None) -> FastAPI:
-    """Build the app; it opens (and closes) its own Platform unless one is handed in."""
+StartHook = Callable[[Platform], Awaitable[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    platform: Platform | None = None,
+    on_start: Sequence[StartHook] = (),
+) -> FastAPI:
+    """Build the app; it opens (and closes) its own Platform unless one is handed in.
+
+    ``on_start`` coroutines run as background tasks for the life of the app (the demo's
+    simulated factory is one).
+    """
     own = platform is None
 
     @asynccontextmanager
@@ -23,6 +34,8 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
         plat = platform or Platform(settings or Settings())
         app.state.platform = plat
         plat.start_background()
+        for hook in on_start:
+            plat.spawn(hook(plat))
         try:
             yield
         finally:

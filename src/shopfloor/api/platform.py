@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from shopfloor.core.config import Settings
 from shopfloor.core.errors import BadInput
@@ -49,6 +51,11 @@ def load_admin_key(data_dir: Path) -> str:
     return key
 
 
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,7 +87,13 @@ class Platform:
             await asyncio.sleep(RETENTION_EVERY_S)
 
     def start_background(self) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(self._retention_loop()))
+        self.spawn(self._retention_loop())
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine for the life of the platform; a crash is logged, not swallowed."""
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
 
     async def stop_background(self) -> None:
         for t in self._tasks:

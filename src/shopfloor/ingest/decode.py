@@ -268,8 +268,10 @@ def _kinds_per_signal(
 
 def _quality(raw: Any, field: str) -> npt.NDArray[np.uint32]:
     arr = _as_array(raw, field)
-    if arr.null_count:
-        raise BadInput(f"quality missing (null) at index {_first_null(arr)}", field)
+    if pa.types.is_null(arr.type):
+        return np.zeros(len(arr), np.uint32)
+    if arr.null_count:  # a point that gives no quality is good, as in OPC UA
+        arr = arr.fill_null(0 if pa.types.is_integer(arr.type) else "good")
     if pa.types.is_integer(arr.type):
         ints = np.asarray(arr.cast(pa.int64()), dtype=np.int64)
         if len(ints) and (ints.min() < 0 or ints.max() > 0xFFFFFFFF):

@@ -1,0 +1,280 @@
+"""The `shopfloor` command."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from shopfloor.core.config import Settings, load_settings
+from shopfloor.core.errors import ShopfloorError
+
+app = typer.Typer(
+    help="Shopfloor: connect, collect, store, process and deliver factory data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(
+    help="Create and list tenants (companies sharing this deployment).", no_args_is_help=True
+)
+app.add_typer(tenant_app, name="tenant")
+console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", "-d", help="Folder holding all platform data.", envvar="SHOPFLOOR_DATA_DIR"
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML settings file (see docs/configuration.md).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ShopfloorError as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _platform(settings: Settings):  # type: ignore[no-untyped-def]
+    from shopfloor.api.platform import Platform
+
+    try:
+        return Platform(settings)
+    except ShopfloorError as exc:
+        _fail(exc)
+
+
+def _tenant(platform, name: str):  # type: ignore[no-untyped-def]
+    try:
+        return platform.registry.get_tenant(name)
+    except ShopfloorError:
+        names = ", ".join(t.name for t in platform.registry.list_tenants()) or "none yet"
+        _fail(
+            ValueError(
+                f"no tenant {name!r} (tenants: {names}); create one with 'shopfloor tenant create'"
+            )
+        )
+
+
+def serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[type-arg]
+    import uvicorn
+
+    from shopfloor.api.app import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    application = create_app(settings, on_start=on_start)
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    console.print(f"Shopfloor on [bold]{url}[/bold]  (API docs: {url}/docs)")
+    console.print(
+        f"Data folder: {settings.data_dir.resolve()}  admin key: {settings.data_dir / 'admin.key'}"
+    )
+    uvicorn.run(
+        application,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind; 0.0.0.0 for all.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the platform on embedded defaults: SQLite registry, DuckDB historian, one folder."""
+    serve(_settings(config, data_dir=data_dir, http_host=host, http_port=port))
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", "-d", help="Folder for the demo's data.")
+    ] = Path("shopfloor-demo"),
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    backfill: Annotated[
+        str, typer.Option(help="History to simulate before going live, e.g. 2h, 1d, 0.")
+    ] = "1h",
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated factory.")] = 1,
+) -> None:
+    """Run the platform with a simulated factory: 3 lines, 20 machines, ~500 signals at 1 Hz."""
+    from shopfloor.cli.demo import DemoFactory
+
+    settings = _settings(None, data_dir=data_dir, http_port=port)
+    factory = DemoFactory(seed=seed, backfill=backfill)
+    serve(settings, on_start=(factory.run,))
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str,
+    data_dir: DataDir = None,
+    auto_register: Annotated[
+        bool,
+        typer.Option(
+            "--auto-register/--no-auto-register", help="Register unknown signals on first sight."
+        ),
+    ] = True,
+    retention_days: Annotated[
+        int | None, typer.Option(help="Delete points older than this.")
+    ] = None,
+) -> None:
+    """Create a tenant and print its API key (shown once)."""
+    platform = _platform(_settings(None, data_dir=data_dir))
+    try:
+        info, key = platform.registry.create_tenant(
+            name, auto_register_signals=auto_register, retention_days=retention_days
+        )
+    except ShopfloorError as exc:
+        _fail(exc)
+    finally:
+        platform.close()
+    console.print(f"Tenant [bold]{info.name}[/bold] (id {info.id}). API key, shown once:")
+    print(key)
+
+
+@tenant_app.command("list")
+def tenant_list(data_dir: DataDir = None) -> None:
+    """List tenants."""
+    platform = _platform(_settings(None, data_dir=data_dir))
+    try:
+        for t in platform.registry.list_tenants():
+            retention = f"{t.retention_days} d" if t.retention_days else "forever"
+            print(
+                f"{t.id}\t{t.name}\tauto-register={'on' if t.auto_register_signals else 'off'}\tretention={retention}"
+            )
+    finally:
+        platform.close()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command("import")
+def import_(
+    files: Annotated[
+        list[Path], typer.Argument(help="CSV or Parquet files.", exists=True, dir_okay=False)
+    ],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant name.")],
+    data_dir: DataDir = None,
+    device: Annotated[str | None, typer.Option(help="Device for bare signal names.")] = None,
+    wide: Annotated[bool, typer.Option(help="One column per signal beside a 'ts' column.")] = False,
+    ts_unit: Annotated[str, typer.Option(help="Unit of numeric timestamps: s, ms, us, ns.")] = "ms",
+    skip_rows: Annotated[int, typer.Option(help="Rows to skip (resume after an error).")] = 0,
+) -> None:
+    """Import historical points (backfill) from CSV or Parquet files, with progress."""
+    from shopfloor.interop.transfer import import_file
+
+    platform = _platform(_settings(None, data_dir=data_dir))
+    try:
+        info = _tenant(platform, tenant)
+        with _progress() as progress:
+            for f in files:
+                report = import_file(
+                    platform, info, f, device=device, wide=wide, ts_unit=ts_unit,
+                    skip_rows=skip_rows, progress=progress,
+                )  # fmt: skip
+                console.print(
+                    f"{f}: {report.points:,} points of {report.signals:,} signals in {report.seconds:.1f} s"
+                )
+    except ShopfloorError as exc:
+        _fail(exc)
+    finally:
+        platform.close()
+
+
+@app.command()
+def export(
+    file: Annotated[Path, typer.Argument(help="Output .csv or .parquet file.", dir_okay=False)],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant name.")],
+    start: Annotated[str, typer.Option(help="RFC 3339, epoch ms, or '-7d' relative to now.")],
+    end: Annotated[str, typer.Option(help="RFC 3339, epoch ms, 'now'.")] = "now",
+    signal: Annotated[
+        list[str] | None, typer.Option(help="device/signal, repeatable; default all.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export points to CSV or Parquet, with progress."""
+    from shopfloor.core.timeutil import parse_instant
+    from shopfloor.interop.transfer import export_file
+
+    platform = _platform(_settings(None, data_dir=data_dir))
+    try:
+        info = _tenant(platform, tenant)
+        t0, t1 = parse_instant(start, "start"), parse_instant(end, "end")
+        with _progress() as progress:
+            report = export_file(
+                platform, info, file, signals=signal, start=t0, end=t1, progress=progress
+            )
+        console.print(f"{file}: {report.rows:,} rows in {report.seconds:.1f} s")
+    except ShopfloorError as exc:
+        _fail(exc)
+    finally:
+        platform.close()
+
+
+@app.command()
+def compact(data_dir: DataDir = None) -> None:
+    """Fold recent points into compressed blocks now (the server also does it by itself)."""
+    platform = _platform(_settings(None, data_dir=data_dir))
+    try:
+        n = platform.historian.compact()
+        console.print(f"compacted {n:,} points; {json.dumps(platform.historian.stats())}")
+    finally:
+        platform.close()
+
+
+BENCHMARKS = ("historian", "ingest-http")
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(BENCHMARKS)}.")],
+    quick: Annotated[bool, typer.Option(help="Small run, under a minute.")] = False,
+) -> None:
+    """Run a benchmark; its last output line is one JSON object."""
+    if name not in BENCHMARKS:
+        _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}"))
+    root = Path(__file__).resolve().parents[3]
+    if (root / "benchmarks").is_dir() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")
+    except ModuleNotFoundError:
+        _fail(ValueError("benchmarks/ not found: run from a source checkout of Shopfloor"))
+    module.main(["--quick"] if quick else [])
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,192 @@
+"""ORM models of the registry. They never leave the service: callers get frozen dataclasses.
+
+Every schema change needs a migration in ``migrations/versions``; ``tests/registry/
+test_migrations.py`` fails when these models and the migrated schema drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shopfloor.core.types import Classification, DataType
+
+
+class AssetLevel(StrEnum):
+    """The ISA-95 equipment levels the registry models, top down."""
+
+    ENTERPRISE = "enterprise"
+    SITE = "site"
+    AREA = "area"
+    LINE = "line"
+    MACHINE = "machine"
+
+
+LEVELS: Final = tuple(AssetLevel)
+
+NAME_LEN: Final = 200
+UNIT_LEN: Final = 50
+
+# Explicit constraint names: PostgreSQL and Alembic need stable names to alter or drop them.
+NAMING: Final = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: tuple[StrEnum, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the registry")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    # sha256 hex of the API key; the key itself is shown once and never stored.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    auto_register_signals: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "parent_id", "name"),
+        # NULLs are distinct in unique constraints, so top-level names need their own index.
+        Index(
+            "uq_assets_root_name",
+            "tenant_id",
+            "name",
+            unique=True,
+            sqlite_where=text("parent_id IS NULL"),
+            postgresql_where=text("parent_id IS NULL"),
+        ),
+        CheckConstraint(_in("level", LEVELS), name="level"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+
+
+class DeviceType(Base):
+    __tablename__ = "device_types"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    extends_id: Mapped[int | None] = mapped_column(ForeignKey("device_types.id"))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class DeviceTypeSignal(Base):
+    __tablename__ = "device_type_signals"
+    __table_args__ = (
+        CheckConstraint(_in("data_type", tuple(DataType)), name="data_type"),
+        CheckConstraint(_in("classification", tuple(Classification)), name="classification"),
+    )
+
+    type_id: Mapped[int] = mapped_column(ForeignKey("device_types.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    # Declaration order, so a device's signals list the way the type author wrote them.
+    position: Mapped[int] = mapped_column(Integer)
+    unit: Mapped[str] = mapped_column(String(UNIT_LEN), default="", server_default="")
+    data_type: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    classification: Mapped[str] = mapped_column(
+        String(16), default="general", server_default="general"
+    )
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    device_type_id: Mapped[int | None] = mapped_column(ForeignKey("device_types.id"))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Signal(Base):
+    __tablename__ = "signals"
+    __table_args__ = (
+        UniqueConstraint("device_id", "name"),
+        CheckConstraint(_in("data_type", tuple(DataType)), name="data_type"),
+        CheckConstraint(_in("classification", tuple(Classification)), name="classification"),
+        # AUTOINCREMENT: SQLite would otherwise reuse the id of a deleted signal, and the
+        # historian would show the old signal's data under the new one.
+        {"sqlite_autoincrement": True},
+    )
+
+    # The historian stores this id as int32.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    unit: Mapped[str] = mapped_column(String(UNIT_LEN), default="", server_default="")
+    data_type: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    classification: Mapped[str] = mapped_column(
+        String(16), default="general", server_default="general"
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

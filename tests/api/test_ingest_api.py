@@ -32,7 +32,8 @@ def test_columnar_batch_round_trip(api: Api) -> None:
     r = post(
         api, {"device": "press-01", "signal": ["temp"] * 3, "ts": ts, "value": [20.5, 21, 21.25]}
     )
-    assert r.status_code == 200 and r.json() == {"accepted": 3}
+    assert r.status_code == 200
+    assert r.json() == {"accepted": 3}
     got = points(api, "press-01/temp")["press-01/temp"]
     assert got["ts"] == ts
     assert got["value"] == [20.5, 21.0, 21.25]
@@ -144,7 +145,8 @@ def test_bad_input_is_rejected_by_name_and_loses_nothing(
     r = api.client.post("/api/v1/ingest", content=body, headers=api.headers)
     assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert err["field"] is not None and err["field"].startswith(field)
+    assert err["field"] is not None
+    assert err["field"].startswith(field)
     assert err["message"]
     assert points(api, "d/kept")["d/kept"]["value"] == [7.0]
     assert api.platform.historian.stats()["points_written"] == 1  # nothing of the bad batch
@@ -164,7 +166,8 @@ def test_unknown_api_key_and_missing_key(api: Api) -> None:
     doc = orjson.dumps({"device": "d", "signal": ["a"], "ts": [NOW_MS], "value": [1]})
     assert api.client.post("/api/v1/ingest", content=doc).status_code == 401
     r = api.client.post("/api/v1/ingest", content=doc, headers={"X-API-Key": "wrong"})
-    assert r.status_code == 401 and "unknown API key" in r.json()["error"]["message"]
+    assert r.status_code == 401
+    assert "unknown API key" in r.json()["error"]["message"]
 
 
 def test_unsupported_content_type(api: Api) -> None:
@@ -179,10 +182,8 @@ def test_auto_registration_off_rejects_unknown_signals(api: Api) -> None:
     api.platform.registry.update_tenant(api.tenant_id, auto_register_signals=False)
     r = post(api, {"device": "d", "signal": ["known", "new1"], "ts": [NOW_MS] * 2, "value": [1, 2]})
     assert r.status_code == 422
-    assert (
-        "new1" in r.json()["error"]["message"]
-        and "known" not in r.json()["error"]["message"].split(":")[-1]
-    )
+    assert "new1" in r.json()["error"]["message"]
+    assert "known" not in r.json()["error"]["message"].split(":")[-1]
     assert (
         post(
             api, {"device": "d", "signal": ["known"], "ts": [NOW_MS + 1], "value": [2]}
@@ -194,7 +195,8 @@ def test_auto_registration_off_rejects_unknown_signals(api: Api) -> None:
 def test_text_sent_to_numeric_signal_is_rejected(api: Api) -> None:
     post(api, {"device": "d", "signal": ["temp"], "ts": [NOW_MS], "value": [1.5]})
     r = post(api, {"device": "d", "signal": ["temp"], "ts": [NOW_MS + 1000], "value": ["hot"]})
-    assert r.status_code == 422 and "temp" in r.json()["error"]["message"]
+    assert r.status_code == 422
+    assert "temp" in r.json()["error"]["message"]
 
 
 def test_tenants_are_isolated(api: Api) -> None:
@@ -221,7 +223,9 @@ def test_downsample_latest_and_csv(api: Api) -> None:
     assert r.status_code == 200, r.text
     (s,) = r.json()["series"]
     assert s["bucket"] == [base, base + 60_000]
-    assert s["avg"] == [2.5, 8.5] and s["max"] == [5.0, 11.0] and s["count"] == [6, 6]
+    assert s["avg"] == [2.5, 8.5]
+    assert s["max"] == [5.0, 11.0]
+    assert s["count"] == [6, 6]
     latest = api.client.get("/api/v1/latest", params={"device": "m"}, headers=api.headers).json()
     assert [(p["signal"], p["value"]) for p in latest["points"]] == [("m/v", 11.0)]
     csv = api.client.get(
@@ -230,7 +234,8 @@ def test_downsample_latest_and_csv(api: Api) -> None:
         headers=api.headers,
     )
     lines = csv.text.strip().splitlines()
-    assert lines[0] == '"signal","ts","value","text","quality"' and len(lines) == 13
+    assert lines[0] == '"signal","ts","value","text","quality"'
+    assert len(lines) == 13
 
 
 def test_query_parameter_errors_are_422(api: Api) -> None:
@@ -249,4 +254,5 @@ def test_query_parameter_errors_are_422(api: Api) -> None:
 def test_openapi_documents_ingest(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
     body = spec["paths"]["/api/v1/ingest"]["post"]["requestBody"]["content"]
-    assert "application/json" in body and "application/vnd.apache.arrow.stream" in body
+    assert "application/json" in body
+    assert "application/vnd.apache.arrow.stream" in body

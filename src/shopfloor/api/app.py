@@ -13,7 +13,6 @@ from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
 from shopfloor.core.config import Settings
 
-
 StartHook = Callable[[Platform], Awaitable[None]]
 
 

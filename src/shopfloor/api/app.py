@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,7 +14,7 @@ from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
 from shopfloor.core.config import Settings
 
-StartHook = Callable[[Platform], Awaitable[None]]
+StartHook = Callable[[Platform], Coroutine[Any, Any, None]]
 
 
 def create_app(

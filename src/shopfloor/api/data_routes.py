@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal
 
 import numpy as np
@@ -163,7 +164,7 @@ def _times(ts: np.ndarray, fmt: str) -> Any:
 
 
 def _series(
-    table: pa.Table, names: dict[int, str], time_key: str, time_fmt: str, cols: list[str]
+    table: pa.Table, names: dict[int, str], time_key: str, time_fmt: str, cols: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Split a table ordered by signal into one column-object per signal."""
     sid = np.asarray(table.column("signal_id"), dtype=np.int64)

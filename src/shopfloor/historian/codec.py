@@ -51,7 +51,7 @@ def _pack_ints(x: I64) -> tuple[int, bytes]:
     width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
     narrow = u.astype(f"<u{width}")
     planes = np.ascontiguousarray(narrow.view(np.uint8).reshape(-1, width).T)
-    return width, _ZSTD.compress(planes.tobytes(), asbytes=True)
+    return width, bytes(_ZSTD.compress(planes.tobytes(), asbytes=True))
 
 
 def _unpack_ints(width: int, payload: bytes, n: int) -> I64:
@@ -90,7 +90,8 @@ def decode_ts(blob: bytes, n: int) -> I64:
         scaled = series + np.arange(n, dtype=np.int64) * period
     else:
         scaled = np.cumsum(series + period)
-    return scaled * unit + t0
+    out: I64 = scaled * unit + t0
+    return out
 
 
 def _decimals(v: F64) -> int | None:
@@ -116,7 +117,8 @@ def encode_values(v: F64) -> bytes:
     bits = v.view(np.int64)
     xored = bits ^ np.concatenate(([np.int64(0)], bits[:-1]))
     planes = np.ascontiguousarray(xored.view(np.uint8).reshape(-1, 8).T)
-    return _HEAD.pack(V_XOR, 8, 0, 0, 0) + _ZSTD.compress(planes.tobytes(), asbytes=True)
+    packed: bytes = _ZSTD.compress(planes.tobytes(), asbytes=True)
+    return _HEAD.pack(V_XOR, 8, 0, 0, 0) + packed
 
 
 def decode_values(blob: bytes, n: int) -> F64:
@@ -127,10 +129,12 @@ def decode_values(blob: bytes, n: int) -> F64:
     if method == V_DECIMAL:
         ints = np.cumsum(_unpack_ints(width, body, n))
         # Division, not multiplication by 10**-d: it gives back exactly the decimal we stored.
-        return ints / 10.0**scale
+        decimals: F64 = ints / 10.0**scale
+        return decimals
     raw = np.frombuffer(_ZSTD.decompress(body, decompressed_size=n * 8, asbytes=True), np.uint8)
     xored = np.ascontiguousarray(raw.reshape(8, n).T).view(np.int64).reshape(n)
-    return np.bitwise_xor.accumulate(xored).view(np.float64)
+    out: F64 = np.bitwise_xor.accumulate(xored).view(np.float64)
+    return out
 
 
 def encode_uints(q: npt.NDArray[np.uint32]) -> bytes:
@@ -149,7 +153,7 @@ def decode_uints(blob: bytes, n: int) -> npt.NDArray[np.uint32]:
 
 
 def encode_mask(mask: npt.NDArray[np.bool_]) -> bytes:
-    return _ZSTD.compress(np.packbits(mask).tobytes(), asbytes=True)
+    return bytes(_ZSTD.compress(np.packbits(mask).tobytes(), asbytes=True))
 
 
 def decode_mask(blob: bytes, n: int) -> npt.NDArray[np.bool_]:

@@ -538,7 +538,10 @@ class DuckDBHistorian:
         inside = (points.ts >= start) & (points.ts < end)
         raw = Partials.from_points(points.take(np.flatnonzero(inside)), interval)
         chunk = np.asarray(rollup.column("chunk"), dtype=np.int64)
-        col = lambda name, dt: np.asarray(rollup.column(name), dtype=dt)  # noqa: E731
+
+        def col(name: str, dt: type[np.generic]) -> npt.NDArray[Any]:
+            return np.asarray(rollup.column(name), dtype=dt)
+
         stored = Partials(
             col("signal_id", np.int32),
             (chunk // interval) * interval,

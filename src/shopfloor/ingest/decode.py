@@ -286,7 +286,8 @@ def _quality(raw: Any, field: str) -> npt.NDArray[np.uint32]:
                 f"unknown quality {unknown[0]!r}; use good, uncertain, bad or a code", field
             )
         codes = np.array([q.NAMES[n] for n in names], dtype=np.uint32)
-        return codes[np.asarray(enc.indices)]
+        out: npt.NDArray[np.uint32] = codes[np.asarray(enc.indices)]
+        return out
     raise BadInput(
         f"quality must be 'good'/'uncertain'/'bad' or an integer code, not {arr.type}", field
     )

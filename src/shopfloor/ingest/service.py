@@ -58,4 +58,4 @@ class Ingestor:
         """Store the batch; returns only once it is durable."""
         batch = self.to_batch(tenant, cols)
         await asyncio.wrap_future(self.historian.submit(batch))
-        return batch.num_rows
+        return int(batch.num_rows)

@@ -618,7 +618,7 @@ class DuckDBHistorian:
         return {
             "blocks": blocks,
             "block_points": block_points,
-            "recent_points": self._hot_rows + sum(0 for _ in self._segments[:-1]),
+            "recent_points": self._hot_rows,  # in the segment being written
             "recent_segments": len(self._segments),
             "commits": self._commits,
             "points_written": self._points_written,

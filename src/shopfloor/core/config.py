@@ -41,7 +41,7 @@ class Settings(BaseModel):
         description="Points kept in the recent segment before it is compacted into blocks.",
     )
     compact_interval_s: float = Field(
-        60.0, gt=0, description="Seconds between background compactions of the recent segment."
+        300.0, gt=0, description="Seconds between background compactions of the recent segment."
     )
 
     def resolved_registry_url(self) -> str:

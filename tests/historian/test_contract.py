@@ -202,3 +202,15 @@ def test_bad_write_is_not_acknowledged_and_store_keeps_working(backend):
         backend.write(wrong)
     backend.write(batch([1], [T0 + S], [2.0]))
     assert raw(backend, [1]).num_rows == 2
+
+
+def test_limit_returns_the_first_points_in_order(backend):
+    for sid in (1, 2, 3):
+        ts = T0 + np.arange(0, 3 * 3600, 10) * S
+        backend.write(batch(np.full(len(ts), sid), ts, np.arange(len(ts), dtype=float)))
+    backend.compact()
+    backend.write(batch([2, 2], [T0 + 5 * S, T0 + 10 * S], [-1.0, -2.0]))  # recent, inside the cut
+    full = backend.query_raw(TENANT, [1, 2, 3], T0 + 1800 * S, T0 + 3 * CHUNK_NS)
+    for limit in (1, 500, 1262, 1263, 1264, 3000, full.num_rows + 5):
+        part = backend.query_raw(TENANT, [1, 2, 3], T0 + 1800 * S, T0 + 3 * CHUNK_NS, limit=limit)
+        assert part.equals(full.slice(0, limit)), limit

@@ -19,6 +19,7 @@ from shopfloor.core.errors import BadInput, PayloadTooLarge, Unauthorized
 from shopfloor.core.timeutil import parse_duration, parse_instant
 from shopfloor.historian.backend import AGGREGATES, Aggregate
 from shopfloor.ingest.decode import decode_arrow, decode_json
+from shopfloor.interop.transfer import rfc3339
 from shopfloor.registry.service import TenantInfo
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
@@ -226,7 +227,7 @@ def _csv(table: pa.Table, names: dict[int, str]) -> Response:
     out = pa.table(
         {
             "signal": signal_keys(sid, names),
-            "ts": table.column("ts").cast(pa.timestamp("ns", "UTC")),
+            "ts": rfc3339(table.column("ts")),
             "value": table.column("value"),
             "text": table.column("text"),
             "quality": table.column("quality"),

@@ -29,7 +29,8 @@ def parse_ts_column(raw: pa.Array, unit: str = "ms", field: str = "ts") -> npt.N
     if unit not in UNIT_NS:
         raise BadInput(f"unknown unit {unit!r}, use one of {sorted(UNIT_NS)}", "ts_unit")
     if raw.null_count:
-        raise BadInput("timestamp missing (null)", field)
+        first = int(np.flatnonzero(np.asarray(raw.is_null()))[0])
+        raise BadInput(f"timestamp missing (null) at index {first}", field)
     t = raw.type
     if pa.types.is_integer(t):
         ints = np.asarray(raw.cast(pa.int64()), dtype=np.int64)

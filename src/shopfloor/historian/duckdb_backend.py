@@ -429,7 +429,11 @@ class DuckDBHistorian:
         )
 
     def _hot_points(
-        self, cur: duckdb.DuckDBPyConnection, segs: list[int], params: dict[str, Any]
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        segs: list[int],
+        params: dict[str, Any],
+        extra: str = "",
     ) -> list[Points]:
         out = []
         for s in segs:
@@ -437,7 +441,7 @@ class DuckDBHistorian:
                 cur,
                 f"SELECT signal_id, ts, value, text, quality FROM {self._alias(s)}.points "
                 "WHERE tenant_id = $tenant AND list_contains($ids, signal_id) "
-                "AND ts >= $start AND ts < $end ORDER BY signal_id, ts, rowid",
+                f"AND ts >= $start AND ts < $end {extra} ORDER BY signal_id, ts, rowid",
                 params,
             )
             if t.num_rows:
@@ -453,17 +457,45 @@ class DuckDBHistorian:
         return [decode_block(*r) for r in rows]
 
     def _points(
-        self, tenant_id: int, ids: list[int], start: int, end: int, blocks_where: str | None = None
+        self, tenant_id: int, ids: list[int], start: int, end: int, limit: int | None = None
     ) -> Points:
-        params = {"tenant": tenant_id, "ids": ids, "start": start, "end": end}
+        """Merged points; with ``limit``, blocks past the first ``limit`` points are not read."""
+        params: dict[str, Any] = {"tenant": tenant_id, "ids": ids, "start": start, "end": end}
         cur = self._cursor()
+        where, hot_extra = self._blocks_where(), ""
         with self._rw.read():
             segs = list(self._segments)
-            parts = self._block_points(cur, blocks_where or self._blocks_where(), params)
-            parts += self._hot_points(cur, segs, params)
+            cut = self._limit_cut(cur, where, params, limit) if limit is not None else None
+            if cut is not None:
+                params.update(cut_sid=cut[0], cut_chunk=cut[1])
+                where += (
+                    " AND (signal_id < $cut_sid OR (signal_id = $cut_sid AND chunk <= $cut_chunk))"
+                )
+                hot_extra = f"AND (signal_id < $cut_sid OR (signal_id = $cut_sid AND ts < $cut_chunk + {CHUNK_NS}))"
+            parts = self._block_points(cur, where, params)
+            parts += self._hot_points(cur, segs, params, hot_extra)
         merged = Points.concat(parts).newest_wins()
         inside = (merged.ts >= start) & (merged.ts < end)
-        return merged if inside.all() else merged.take(np.flatnonzero(inside))
+        merged = merged if inside.all() else merged.take(np.flatnonzero(inside))
+        if cut is not None and limit is not None and len(merged) < limit:
+            # Recent rows replaced some block points: the cut was too early; read it all.
+            return self._points(tenant_id, ids, start, end)
+        return merged
+
+    @staticmethod
+    def _limit_cut(
+        cur: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any], limit: int
+    ) -> tuple[int, int] | None:
+        """The (signal, chunk) of the block where stored points reach ``limit``, in result order."""
+        row = cur.execute(
+            # Blocks cut by the range edges count nothing: only whole blocks are sure.
+            "SELECT signal_id, chunk FROM (SELECT signal_id, chunk, "
+            "sum(CASE WHEN t_first >= $start AND t_last < $end THEN n ELSE 0 END) OVER "
+            "(ORDER BY signal_id, chunk ROWS UNBOUNDED PRECEDING) AS upto "
+            f"{where}) WHERE upto >= $limit ORDER BY signal_id, chunk LIMIT 1",
+            {**params, "limit": limit},
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     def query_raw(
         self,
@@ -476,7 +508,7 @@ class DuckDBHistorian:
         ids = _ids(signal_ids)
         if not ids or end <= start:
             return RAW_SCHEMA.empty_table()
-        p = self._points(tenant_id, ids, start, end)
+        p = self._points(tenant_id, ids, start, end, limit)
         if limit is not None and len(p) > limit:
             p = p.take(np.arange(limit))
         return p.to_table()

@@ -214,3 +214,11 @@ def test_limit_returns_the_first_points_in_order(backend):
     for limit in (1, 500, 1262, 1263, 1264, 3000, full.num_rows + 5):
         part = backend.query_raw(TENANT, [1, 2, 3], T0 + 1800 * S, T0 + 3 * CHUNK_NS, limit=limit)
         assert part.equals(full.slice(0, limit)), limit
+
+
+def test_stats_between_other_calls_on_one_thread(backend):
+    backend.write(batch([1], [T0], [1.0]))
+    assert backend.stats()["points_written"] == 1
+    backend.compact()
+    assert backend.stats()["block_points"] == 1
+    assert raw(backend, [1]).num_rows == 1

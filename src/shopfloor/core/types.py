@@ -6,7 +6,6 @@ batches; nothing on the hot path handles single points in Python.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Final
 
 import numpy as np
@@ -14,19 +13,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.core.errors import BadInput
+from shopfloor.core.kinds import Classification, DataType
 
-
-class DataType(StrEnum):
-    FLOAT = "float"
-    INT = "int"
-    BOOL = "bool"
-    STRING = "string"
-
-
-class Classification(StrEnum):
-    GENERAL = "general"
-    IMPORTANT = "important"
-    CORE = "core"
+__all__ = ["MIN_TS_NS", "POINT_SCHEMA", "Classification", "DataType", "empty_batch", "make_batch"]
 
 
 POINT_SCHEMA: Final = pa.schema(

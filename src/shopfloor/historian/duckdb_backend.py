@@ -103,6 +103,13 @@ def _arrow(cur: duckdb.DuckDBPyConnection, query: str, params: Any = None) -> pa
     return table
 
 
+def _one(cur: duckdb.DuckDBPyConnection, query: str, params: Any = None) -> tuple[Any, ...]:
+    """First row of a query. fetchall, not fetchone: DuckDB 2 leaves a fetchone result open
+    and the cursor's next query then fails with ResourceInUseException."""
+    rows = cur.execute(query, params).fetchall()
+    return tuple(rows[0]) if rows else ()
+
+
 def _ids(signal_ids: npt.NDArray[np.int32] | Sequence[int]) -> list[int]:
     return [int(i) for i in np.unique(np.asarray(signal_ids, dtype=np.int64))]
 
@@ -177,7 +184,7 @@ class DuckDBHistorian:
         if not self._segments:
             self._new_segment(self._con)
         self._hot_rows = sum(
-            self._con.execute(f"SELECT count(*) FROM {self._alias(s)}.points").fetchone()[0]  # type: ignore[index]
+            _one(self._con, f"SELECT count(*) FROM {self._alias(s)}.points")[0]
             for s in self._segments
         )
         self._load_latest()
@@ -209,7 +216,7 @@ class DuckDBHistorian:
 
     @staticmethod
     def _next_id(cur: duckdb.DuckDBPyConnection) -> int:
-        row = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM segments").fetchone()
+        row = _one(cur, "SELECT coalesce(max(id), 0) + 1 FROM segments")
         return int(row[0]) if row else 1
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -487,14 +494,15 @@ class DuckDBHistorian:
         cur: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any], limit: int
     ) -> tuple[int, int] | None:
         """The (signal, chunk) of the block where stored points reach ``limit``, in result order."""
-        row = cur.execute(
+        row = _one(
+            cur,
             # Blocks cut by the range edges count nothing: only whole blocks are sure.
             "SELECT signal_id, chunk FROM (SELECT signal_id, chunk, "
             "sum(CASE WHEN t_first >= $start AND t_last < $end THEN n ELSE 0 END) OVER "
             "(ORDER BY signal_id, chunk ROWS UNBOUNDED PRECEDING) AS upto "
             f"{where}) WHERE upto >= $limit ORDER BY signal_id, chunk LIMIT 1",
             {**params, "limit": limit},
-        ).fetchone()
+        )
         return (int(row[0]), int(row[1])) if row else None
 
     def query_raw(
@@ -600,10 +608,11 @@ class DuckDBHistorian:
             removed = 0
             with self._rw.read():
                 for s in self._segments:
-                    row = cur.execute(
+                    row = _one(
+                        cur,
                         f"DELETE FROM {self._alias(s)}.points WHERE tenant_id = ? AND ts < ?",
                         [tenant_id, before],
-                    ).fetchone()
+                    )
                     removed += int(row[0]) if row else 0
             cut = cur.execute(
                 f"SELECT tenant_id, chunk, {_BLOCK_FETCH} FROM blocks "
@@ -616,10 +625,11 @@ class DuckDBHistorian:
                 keep = np.flatnonzero(p.ts >= before)
                 removed += len(p) - len(keep)
                 rows.append(encode_block(r[0], r[2], r[1], p.take(keep)))
-            gone = cur.execute(
+            gone = _one(
+                cur,
                 "SELECT coalesce(sum(n), 0) FROM blocks WHERE tenant_id = ? AND t_last < ?",
                 [tenant_id, before],
-            ).fetchone()
+            )
             removed += int(gone[0]) if gone else 0
             cur.execute("BEGIN")
             cur.execute(
@@ -645,7 +655,7 @@ class DuckDBHistorian:
 
     def stats(self) -> dict[str, int | float]:
         cur = self._cursor()
-        row = cur.execute("SELECT count(*), coalesce(sum(n), 0) FROM blocks").fetchone()
+        row = _one(cur, "SELECT count(*), coalesce(sum(n), 0) FROM blocks")
         blocks, block_points = (int(row[0]), int(row[1])) if row else (0, 0)
         return {
             "blocks": blocks,

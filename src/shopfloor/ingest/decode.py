@@ -18,7 +18,8 @@ field and the index of the first offender, and nothing of it is stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -45,10 +46,27 @@ class Columns:
     value: npt.NDArray[np.float64]  # NaN where a point carries text instead
     text: pa.Array | None  # string values, or None when the batch has none
     quality: npt.NDArray[np.uint32] | None
-    kinds: list[DataType]  # per dictionary entry, the data type its values showed
+    # The data type each dictionary entry's values showed. Only needed to register new signals,
+    # so it is worked out on first use (type inference costs more than the typed decode).
+    infer_kinds: Callable[[], list[DataType]] = field(repr=False)
+    _kinds: list[DataType] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def kinds(self) -> list[DataType]:
+        if self._kinds is None:
+            self._kinds = self.infer_kinds()
+        return self._kinds
+
+    def text_per_signal(self) -> npt.NDArray[np.bool_]:
+        """Whether each dictionary entry carries text values in this batch."""
+        n = len(self.signal.dictionary)
+        if self.text is None:
+            return np.zeros(n, bool)
+        if self.text.null_count == 0:
+            return np.ones(n, bool)
+        return np.array([k == DataType.STRING for k in self.kinds()])
 
 
 def decode_json(body: bytes, max_points: int) -> Columns:
@@ -145,11 +163,17 @@ def _rows_slow(raw: list[Any], device: str | None, unit: str) -> Columns:
     )
 
 
-def _as_array(raw: Any, field: str) -> pa.Array:
+def _as_array(raw: Any, field: str, hint: pa.DataType | None = None) -> pa.Array:
+    """A column from a list: the typed conversion first (fast), inference if it does not fit."""
     if isinstance(raw, pa.ChunkedArray):
         return raw.combine_chunks()
     if isinstance(raw, pa.Array):
         return raw
+    if hint is not None:
+        try:
+            return pa.array(raw, hint)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            pass
     try:
         return pa.array(raw)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
@@ -165,7 +189,7 @@ def _columns(
     unit: str,
     prefix: str = "",
 ) -> Columns:
-    sig = _as_array(signal, prefix + "signal")
+    sig = _as_array(signal, prefix + "signal", pa.string())
     if not (
         pa.types.is_string(sig.type)
         or pa.types.is_large_string(sig.type)
@@ -174,13 +198,17 @@ def _columns(
         raise BadInput(f"signal names must be strings, got {sig.type}", prefix + "signal")
     if sig.null_count:
         raise BadInput(f"signal name missing at index {_first_null(sig)}", prefix + "signal")
-    enc = sig if pa.types.is_dictionary(sig.type) else sig.dictionary_encode()
-    ts_ns = parse_ts_column(_as_array(ts, prefix + "ts"), unit, prefix + "ts")
+    enc = sig if pa.types.is_dictionary(sig.type) else pc.dictionary_encode(sig)
+    ts_ns = parse_ts_column(_as_array(ts, prefix + "ts", pa.int64()), unit, prefix + "ts")
     check_range(ts_ns, prefix + "ts")
     vals, text, kinds_of_point = _values(value, prefix + "value")
     qual = _quality(quality, prefix + "quality") if quality is not None else None
-    kinds = _kinds_per_signal(enc, kinds_of_point)
-    return Columns(device, enc, ts_ns, vals, text, qual, kinds)
+
+    def infer() -> list[DataType]:
+        point_kinds = kinds_of_point() if callable(kinds_of_point) else kinds_of_point
+        return _kinds_per_signal(enc, point_kinds)
+
+    return Columns(device, enc, ts_ns, vals, text, qual, infer)
 
 
 def _first_null(a: pa.Array) -> int:
@@ -190,10 +218,23 @@ def _first_null(a: pa.Array) -> int:
 _KIND_CODE: Final = {DataType.FLOAT: 0, DataType.INT: 1, DataType.BOOL: 2, DataType.STRING: 3}
 
 
+PointKinds = npt.NDArray[np.int8] | DataType
+
+
 def _values(
     raw: Any, field: str
-) -> tuple[npt.NDArray[np.float64], pa.Array | None, npt.NDArray[np.int8] | DataType]:
+) -> tuple[npt.NDArray[np.float64], pa.Array | None, PointKinds | Callable[[], PointKinds]]:
     """Numeric values as float64; text values aside. Returns the kind of every point."""
+    if isinstance(raw, list):
+        try:  # the common case, all numbers: a typed conversion, kinds worked out if needed
+            arr = pa.array(raw, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            pass
+        else:
+            if not arr.null_count:
+                vals = np.asarray(arr, dtype=np.float64)
+                _check_finite(vals, field)
+                return vals, None, lambda: _numeric_kind(raw)
     try:
         arr = _as_array(raw, field)
     except BadInput:
@@ -216,12 +257,34 @@ def _values(
     else:
         raise BadInput(f"values must be numbers, booleans or strings, not {t}", field)
     vals = np.asarray(arr.cast(pa.float64()), dtype=np.float64)
+    _check_finite(vals, field)
+    return vals, None, kind
+
+
+def _check_finite(vals: npt.NDArray[np.float64], field: str) -> None:
     bad = ~np.isfinite(vals)
     if bad.any():
         raise BadInput(
             f"value at index {int(np.flatnonzero(bad)[0])} is not a finite number", field
         )
-    return vals, None, kind
+
+
+def _numeric_kind(raw: list[Any]) -> PointKinds:
+    """int if every value was a JSON integer, bool if every one a boolean; else per point.
+
+    Runs only when a batch brings signals the registry does not know yet.
+    """
+    try:
+        t = pa.array(raw).type  # inference: int64, bool or double
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        t = None  # booleans mixed with numbers
+    if t is not None and pa.types.is_integer(t):
+        return DataType.INT
+    if t is not None and pa.types.is_boolean(t):
+        return DataType.BOOL
+    codes = {bool: _KIND_CODE[DataType.BOOL], int: _KIND_CODE[DataType.INT]}
+    float_code = _KIND_CODE[DataType.FLOAT]
+    return np.fromiter((codes.get(type(v), float_code) for v in raw), np.int8, len(raw))
 
 
 def _mixed_values(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.core.errors import BadInput
@@ -16,15 +18,46 @@ if TYPE_CHECKING:
     from shopfloor.historian.backend import HistorianBackend
     from shopfloor.registry.service import Registry, TenantInfo
 
+# Senders repeat the same set of signals batch after batch: remember the resolved ids per
+# (tenant, device, names) so the registry is asked once per distinct set, not per batch.
+_CACHE_SIZE: Final = 4096
+
 
 class Ingestor:
     def __init__(self, registry: Registry, historian: HistorianBackend) -> None:
         self.registry = registry
         self.historian = historian
+        self._lock = threading.Lock()
+        self._known: dict[
+            tuple[int, str | None, tuple[str, ...]],
+            tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]],
+        ] = {}
+        self._generation = registry.generation
 
     def to_batch(self, tenant: TenantInfo, cols: Columns) -> pa.Table:
-        """Resolve names to ids (once per distinct signal) and build the point batch."""
-        names = cols.signal.dictionary.to_pylist()
+        """Resolve names to ids (once per distinct set of signals) and build the point batch."""
+        names = tuple(cols.signal.dictionary.to_pylist())
+        key = (tenant.id, cols.device, names)
+        with self._lock:
+            if self._generation != self.registry.generation:
+                self._known.clear()
+                self._generation = self.registry.generation
+            known = self._known.get(key)
+        if known is None:
+            known = self._resolve(tenant, cols, names)
+            with self._lock:
+                if len(self._known) >= _CACHE_SIZE:
+                    self._known.clear()
+                self._known[key] = known
+        ids, stored_text = known
+        if (stored_text != cols.text_per_signal()).any():
+            self._type_error(names, ids, cols)
+        point_ids = ids[np.asarray(cols.signal.indices, dtype=np.int64)]
+        return make_batch(tenant.id, point_ids, cols.ts, cols.value, cols.quality, cols.text)
+
+    def _resolve(
+        self, tenant: TenantInfo, cols: Columns, names: tuple[str, ...]
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
         by_device: dict[str, tuple[list[int], list[str]]] = {}
         for i, name in enumerate(names):
             device, sep, sig = name.rpartition("/")
@@ -40,19 +73,21 @@ class Ingestor:
             slot[1].append(sig)
         ids = np.empty(len(names), np.int32)
         for device, (idx, sigs) in by_device.items():
-            kinds = [cols.kinds[i] for i in idx]
+            kinds = [cols.kinds()[i] for i in idx]
             ids[idx] = self.registry.resolve(tenant.id, device, sigs, kinds)
-        self._check_types(names, ids, cols.kinds)
-        point_ids = ids[np.asarray(cols.signal.indices, dtype=np.int64)]
-        return make_batch(tenant.id, point_ids, cols.ts, cols.value, cols.quality, cols.text)
-
-    def _check_types(self, names: list[str], ids: np.ndarray, seen: list[DataType]) -> None:
         stored = self.registry.signal_types(ids.tolist())
-        for name, want, got in zip(names, stored, seen, strict=True):
+        return ids, np.array([t == DataType.STRING for t in stored], dtype=bool)
+
+    def _type_error(
+        self, names: tuple[str, ...], ids: npt.NDArray[np.int32], cols: Columns
+    ) -> None:
+        stored = self.registry.signal_types(ids.tolist())
+        for name, want, got in zip(names, stored, cols.kinds(), strict=True):
             if (want == DataType.STRING) != (got == DataType.STRING):
                 raise BadInput(
                     f"signal {name!r} holds {want} values, this batch sent {got}", "value"
                 )
+        raise BadInput("values do not match the signals' data types", "value")
 
     async def ingest(self, tenant: TenantInfo, cols: Columns) -> int:
         """Store the batch; returns only once it is durable."""

@@ -252,6 +252,8 @@ class Registry:
         self._engine = make_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._cache = _Caches()
+        # Bumped whenever a resolved id may no longer be valid (a device was deleted).
+        self.generation = 0
         # Serialises the miss path of resolve() in this process, so threads that miss on the
         # same new names wait for the first one and then find its signals in the cache.
         self._resolve_lock = threading.Lock()
@@ -534,6 +536,7 @@ class Registry:
     def _forget_device(self, tenant_id: int, name: str, ids: Iterable[int]) -> None:
         # Under the resolve lock, so a concurrent miss cannot put the old ids back afterwards.
         with self._resolve_lock, self._cache.lock:
+            self.generation += 1  # callers that cache resolved ids drop them on a change
             self._cache.signal_ids.pop((tenant_id, name), None)
             for sid in ids:
                 self._cache.types.pop(sid, None)

@@ -25,12 +25,15 @@ def raw(b, sids, start=T0 - 10 * CHUNK_NS, end=T0 + 100 * CHUNK_NS, tenant=TENAN
     return b.query_raw(tenant, sids, start, end)
 
 
-def compacting(request_param: bool, b) -> None:
-    if request_param:
+def compacting(stage: str, b) -> None:
+    """Move what was written to the stage under test: the log, the recent segment, blocks."""
+    if stage == "flushed":
+        b.flush()
+    elif stage == "compacted":
         b.compact()
 
 
-@pytest.fixture(params=[False, True], ids=["recent", "compacted"])
+@pytest.fixture(params=["logged", "flushed", "compacted"])
 def compact(request):
     return request.param
 

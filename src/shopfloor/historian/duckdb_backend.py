@@ -44,6 +44,7 @@ from shopfloor.historian.blocks import (
     rows_to_table,
 )
 from shopfloor.historian.latest import LatestCache
+from shopfloor.historian.wal import WalWriter, read_wal, wal_files
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,17 @@ class _RWLock:
 
 
 class _Rotate:
+    """Ask the flusher to seal the segment being written."""
+
     def __init__(self) -> None:
         self.done: cf.Future[int | None] = cf.Future()
+
+
+class _Flush:
+    """Ask the writer to hand everything logged so far to DuckDB; done once it is there."""
+
+    def __init__(self) -> None:
+        self.done: cf.Future[None] = cf.Future()
 
 
 _STOP: Final = object()
@@ -124,6 +134,8 @@ class DuckDBHistorian:
         commit_interval_ms: float = 10.0,
         hot_max_points: int = 2_000_000,
         compact_interval_s: float = 300.0,
+        flush_points: int = 500_000,
+        flush_interval_s: float = 1.0,
         background: bool = True,
     ) -> None:
         self.folder = Path(folder)
@@ -138,16 +150,30 @@ class DuckDBHistorian:
         self._maint = threading.Lock()
         self._segments: list[int] = []  # active recent segments, oldest first; last is written
         self._hot_rows = 0
+        self._flush_points = flush_points
+        self._flush_interval = flush_interval_s
+        # Logged and acknowledged, not yet in DuckDB: (wal seq, batch), oldest first.
+        self._pending: list[tuple[int, pa.Table]] = []
+        self._pending_rows = 0
+        self._pending_since = 0.0
+        self._pending_lock = threading.Lock()
+        self._wal_seq = 0
         self._commits = 0
         self._points_written = 0
         self.latest_cache = LatestCache()
         self._setup()
         self._queue: queue.Queue[Any] = queue.Queue()
+        self._flush_queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
+        self._wal = WalWriter(self.folder, self._wal_seq + 1)
         self._writer = threading.Thread(
             target=self._write_loop, name="historian-writer", daemon=True
         )
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="historian-flusher", daemon=True
+        )
         self._writer.start()
+        self._flusher.start()
         self._stop_maint = threading.Event()
         self._wake_maint = threading.Event()
         self._maint_thread: threading.Thread | None = None
@@ -165,6 +191,8 @@ class DuckDBHistorian:
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, state VARCHAR NOT NULL)"
         )
+        # The newest log file whose points are in compacted blocks (see _compact_segment).
+        self._con.execute("CREATE TABLE IF NOT EXISTS wal_state (flushed BIGINT NOT NULL)")
         rows = self._con.execute("SELECT id, state FROM segments ORDER BY id").fetchall()
         for seg_id, state in rows:
             path = self._seg_path(seg_id)
@@ -183,6 +211,7 @@ class DuckDBHistorian:
                 self._remove_files(stray)
         if not self._segments:
             self._new_segment(self._con)
+        self._replay_wal()
         self._hot_rows = sum(
             _one(self._con, f"SELECT count(*) FROM {self._alias(s)}.points")[0]
             for s in self._segments
@@ -202,10 +231,50 @@ class DuckDBHistorian:
             p.unlink(missing_ok=True)
 
     def _attach(self, seg_id: int) -> None:
-        self._con.execute(f"ATTACH '{self._seg_path(seg_id)}' AS {self._alias(seg_id)}")
-        self._con.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._alias(seg_id)}.points ({_HOT_COLUMNS})"
-        )
+        alias = self._alias(seg_id)
+        self._con.execute(f"ATTACH '{self._seg_path(seg_id)}' AS {alias}")
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS {alias}.points ({_HOT_COLUMNS})")
+        # Which log files this segment holds, written in the same transaction as their rows.
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS {alias}.flushed (seq BIGINT NOT NULL)")
+
+    def _flushed_seq(self) -> int:
+        """The newest log file whose points are in DuckDB already."""
+        parts = ["SELECT coalesce(max(flushed), 0) AS s FROM wal_state"]
+        parts += [
+            f"SELECT coalesce(max(seq), 0) FROM {self._alias(s)}.flushed" for s in self._segments
+        ]
+        row = _one(self._con, f"SELECT max(s) FROM ({' UNION ALL '.join(parts)})")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _replay_wal(self) -> None:
+        """Move logged points that never reached DuckDB (a crash) into the current segment."""
+        flushed = self._flushed_seq()
+        self._wal_seq = flushed
+        for seq, path in wal_files(self.folder):
+            if seq > flushed:
+                batches = list(read_wal(path))
+                if batches:
+                    self._insert(self._con, pa.Table.from_batches(batches, POINT_SCHEMA), seq)
+                    log.info(
+                        "recovered %d points from %s", sum(b.num_rows for b in batches), path.name
+                    )
+            self._wal_seq = max(self._wal_seq, seq)
+            path.unlink()
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, data: pa.Table, seq: int) -> None:
+        """Rows of log files up to ``seq`` into the segment being written, atomically."""
+        alias = self._alias(self._segments[-1])
+        cur.execute("BEGIN")
+        try:
+            cur.register("incoming", data)
+            cur.execute(f"INSERT INTO {alias}.points SELECT * FROM incoming")
+            cur.execute(f"INSERT INTO {alias}.flushed VALUES (?)", [seq])
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.unregister("incoming")
 
     def _new_segment(self, cur: duckdb.DuckDBPyConnection) -> int:
         seg_id = (self._segments[-1] + 1) if self._segments else self._next_id(cur)
@@ -266,67 +335,131 @@ class DuckDBHistorian:
         self.submit(batch).result()
 
     def _write_loop(self) -> None:
-        cur = self._con.cursor()
+        """Group commit: log and fsync what arrived within one commit interval, then ack."""
         last_commit = 0.0
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, _Rotate):
-                self._rotate(cur, item)
+            try:
+                item = self._queue.get(timeout=self._flush_interval)
+            except queue.Empty:
+                self._hand_off()
                 continue
-            # Group commit: gather what arrives within one commit interval into one insert.
+            if item is _STOP:
+                self._hand_off()
+                self._flush_queue.put(_STOP)
+                return
+            if isinstance(item, _Flush):
+                self._hand_off()
+                self._flush_queue.put(item)
+                continue
             wait = last_commit + self._commit_interval - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             items = [item]
-            stop = False
             while True:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP or isinstance(more, _Rotate):
+                if more is _STOP or isinstance(more, _Flush):
                     self._queue.put(more)  # handled after this commit, in order
-                    stop = more is _STOP
                     break
                 items.append(more)
-            self._commit(cur, items)
+            self._commit(items)
             last_commit = time.monotonic()
-            if stop:
-                continue
+            if self._pending_rows >= self._flush_points or (
+                self._pending and time.monotonic() - self._pending_since >= self._flush_interval
+            ):
+                self._hand_off()
 
-    def _commit(
-        self, cur: duckdb.DuckDBPyConnection, items: list[tuple[pa.Table, cf.Future[None]]]
-    ) -> None:
+    def _commit(self, items: list[tuple[pa.Table, cf.Future[None]]]) -> None:
         tables = [b for b, _ in items]
         try:
             data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            cur.register("incoming", data)
-            try:
-                cur.execute(
-                    f"INSERT INTO {self._alias(self._segments[-1])}.points SELECT * FROM incoming"
-                )
-            finally:
-                cur.unregister("incoming")
+            data = data.cast(POINT_SCHEMA) if data.schema != POINT_SCHEMA else data
+            self._wal.append(data)
         except Exception as exc:  # nothing of this group is acknowledged
             log.exception("historian write failed")
             err = StorageError(f"write failed, nothing of it was stored: {exc}")
             for _, fut in items:
                 fut.set_exception(err)
+            self._restart_wal()
             return
         self.latest_cache.update(data)
-        self._hot_rows += data.num_rows
+        with self._pending_lock:
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append((self._wal.seq, data))
+            self._pending_rows += data.num_rows
         self._points_written += data.num_rows
         self._commits += 1
         for _, fut in items:
             fut.set_result(None)
+
+    def _restart_wal(self) -> None:
+        """After a failed append the file may end in a partial record: continue in a new one."""
+        with contextlib.suppress(OSError):
+            self._wal.close()
+        self._hand_off_seq(self._wal.seq)
+        self._wal = WalWriter(self.folder, self._wal.seq + 1)
+
+    def _hand_off(self) -> None:
+        """Give the logged batches to the flusher and start a new log file (writer thread)."""
+        if not self._pending:
+            return
+        self._wal.close()
+        self._hand_off_seq(self._wal.seq)
+        self._wal = WalWriter(self.folder, self._wal.seq + 1)
+
+    def _hand_off_seq(self, seq: int) -> None:
+        self._flush_queue.put(seq)
+
+    def _flush_loop(self) -> None:
+        """Insert handed-off batches into DuckDB in log order (flusher thread)."""
+        cur = self._con.cursor()
+        while True:
+            item = self._flush_queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Rotate):
+                self._rotate(cur, item)
+            elif isinstance(item, _Flush):
+                item.done.set_result(None)
+            else:
+                self._flush_upto(cur, int(item))
+
+    def _flush_upto(self, cur: duckdb.DuckDBPyConnection, seq: int) -> None:
+        with self._pending_lock:
+            tables = [t for s, t in self._pending if s <= seq]
+        if tables:
+            data = pa.concat_tables(tables)
+            while True:
+                try:
+                    self._insert(cur, data, seq)
+                    break
+                except Exception:  # the points are safe in the log; try again
+                    log.exception("moving logged points into DuckDB failed; retrying in 1 s")
+                    time.sleep(1.0)
+            # Only now do queries stop reading these batches from memory (they read DuckDB
+            # first, then memory, so they see every point at least once, never none).
+            with self._pending_lock:
+                self._pending = [(s, t) for s, t in self._pending if s > seq]
+                self._pending_rows -= data.num_rows
+            self._hot_rows += data.num_rows
+        for old, path in wal_files(self.folder):
+            if old <= seq:
+                path.unlink(missing_ok=True)
         if self._hot_rows >= self._hot_max:
             self._rotate(cur, None)
             self._wake_maint.set()
 
+    def flush(self) -> None:
+        """Wait until everything acknowledged so far is in DuckDB (not just in the log)."""
+        req = _Flush()
+        self._queue.put(req)
+        req.done.result()
+
     def _rotate(self, cur: duckdb.DuckDBPyConnection, req: _Rotate | None) -> None:
-        """Seal the segment being written and start a new one (writer thread only)."""
+        """Seal the segment being written and start a new one (flusher thread only)."""
         sealed: int | None = None
         try:
             if self._hot_rows:
@@ -358,8 +491,9 @@ class DuckDBHistorian:
         with self._maint:
             if self._closed:
                 return 0
+            self.flush()
             req = _Rotate()
-            self._queue.put(req)
+            self._flush_queue.put(req)
             req.done.result()
             done = 0
             for seg in list(self._segments[:-1]):
@@ -400,8 +534,10 @@ class DuckDBHistorian:
                 if prev is not None:  # late data into a stored hour: merge, newest wins
                     new = Points.concat([prev, new]).newest_wins()
                 rows.append(encode_block(tenant_of[sid], sid, chunk, new))
+            held = _one(cur, f"SELECT coalesce(max(seq), 0) FROM {alias}.flushed")
             cur.execute("BEGIN")
             try:
+                cur.execute("INSERT INTO wal_state VALUES (?)", [int(held[0])])
                 cur.execute(
                     "DELETE FROM blocks USING compact_keys k "
                     "WHERE blocks.signal_id = k.signal_id AND blocks.chunk = k.chunk"
@@ -453,7 +589,29 @@ class DuckDBHistorian:
             )
             if t.num_rows:
                 out.append(Points.from_table(t))
+        # Acknowledged batches not yet in DuckDB, read after it (see _flush_upto).
+        with self._pending_lock:
+            pending = [t for _, t in self._pending]
+        if pending:
+            out.append(
+                self._filter_pending(Points.from_table(pa.concat_tables(pending)), params, pending)
+            )
         return out
+
+    @staticmethod
+    def _filter_pending(p: Points, params: dict[str, Any], tables: list[pa.Table]) -> Points:
+        tenant = np.concatenate([np.asarray(t.column("tenant_id"), dtype=np.int32) for t in tables])
+        keep = (
+            (tenant == params["tenant"])
+            & np.isin(p.sid, np.asarray(params["ids"], dtype=np.int32))
+            & (p.ts >= params["start"])
+            & (p.ts < params["end"])
+        )
+        if "cut_sid" in params:
+            keep &= (p.sid < params["cut_sid"]) | (
+                (p.sid == params["cut_sid"]) & (p.ts < params["cut_chunk"] + CHUNK_NS)
+            )
+        return p.take(np.flatnonzero(keep))
 
     def _block_points(
         self, cur: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any]
@@ -603,6 +761,7 @@ class DuckDBHistorian:
 
     def apply_retention(self, tenant_id: int, before: int) -> int:
         """Delete points older than ``before``; hours cut in two are re-encoded."""
+        self.flush()  # so that no logged batch brings deleted points back afterwards
         with self._maint:
             cur = self._cursor()
             removed = 0
@@ -650,8 +809,9 @@ class DuckDBHistorian:
             cur.execute(f"CHECKPOINT {self._alias(s)}")
 
     def disk_bytes(self) -> int:
-        """Every file the historian keeps, WAL included."""
-        return sum(p.stat().st_size for p in self.folder.glob("*.duckdb*") if p.is_file())
+        """Every file the historian keeps, logs included."""
+        files = [*self.folder.glob("*.duckdb*"), *self.folder.glob("wal-*.arrow")]
+        return sum(p.stat().st_size for p in files if p.is_file())
 
     def stats(self) -> dict[str, int | float]:
         cur = self._cursor()
@@ -660,7 +820,8 @@ class DuckDBHistorian:
         return {
             "blocks": blocks,
             "block_points": block_points,
-            "recent_points": self._hot_rows,  # in the segment being written
+            "recent_points": self._hot_rows + self._pending_rows,
+            "logged_points": self._pending_rows,  # acknowledged, in the log, not yet in DuckDB
             "recent_segments": len(self._segments),
             "commits": self._commits,
             "points_written": self._points_written,
@@ -674,8 +835,12 @@ class DuckDBHistorian:
         self._wake_maint.set()
         if self._maint_thread:
             self._maint_thread.join()
-        self._queue.put(_STOP)
+        self._queue.put(_STOP)  # the writer hands everything to the flusher, then stops it
         self._writer.join()
+        self._flusher.join()
+        self._wal.close()
+        if self._wal.bytes == 0:  # everything went to DuckDB: leave no empty log behind
+            self._wal.path.unlink(missing_ok=True)
         self._closed = True
         with contextlib.suppress(duckdb.Error):
             self.checkpoint()

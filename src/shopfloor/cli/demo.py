@@ -127,7 +127,7 @@ class DemoFactory:
             delay = (sim.now_ns - time.time_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            await asyncio.wrap_future(platform.historian.submit(to_batch(tenant_id, [frames], ids)))
+            await platform.historian.write_async(to_batch(tenant_id, [frames], ids))
 
 
 def to_batch(tenant_id: int, steps: list[list[Frame]], ids: dict[str, np.ndarray]) -> pa.Table:

@@ -56,6 +56,9 @@ class HistorianBackend(Protocol):
     def write(self, batch: pa.Table) -> None:
         """Store a batch; return once it is durable. Raises StorageError if it is not."""
 
+    async def write_async(self, batch: pa.Table) -> None:
+        """``write`` for the event loop."""
+
     def query_raw(
         self,
         tenant_id: int,

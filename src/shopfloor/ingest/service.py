@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import TYPE_CHECKING, Final
 
@@ -92,5 +91,5 @@ class Ingestor:
     async def ingest(self, tenant: TenantInfo, cols: Columns) -> int:
         """Store the batch; returns only once it is durable."""
         batch = self.to_batch(tenant, cols)
-        await asyncio.wrap_future(self.historian.submit(batch))
+        await self.historian.write_async(batch)
         return int(batch.num_rows)

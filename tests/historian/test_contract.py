@@ -26,14 +26,12 @@ def raw(b, sids, start=T0 - 10 * CHUNK_NS, end=T0 + 100 * CHUNK_NS, tenant=TENAN
 
 
 def compacting(stage: str, b) -> None:
-    """Move what was written to the stage under test: the log, the recent segment, blocks."""
-    if stage == "flushed":
-        b.flush()
-    elif stage == "compacted":
+    """Move what was written to the stage under test: recent (log and memory) or blocks."""
+    if stage == "compacted":
         b.compact()
 
 
-@pytest.fixture(params=["logged", "flushed", "compacted"])
+@pytest.fixture(params=["recent", "compacted"])
 def compact(request):
     return request.param
 

@@ -20,12 +20,12 @@ WRITER = textwrap.dedent(
     import numpy as np
     from shopfloor.core.types import make_batch
     from shopfloor.historian.duckdb_backend import DuckDBHistorian
-    h = DuckDBHistorian(sys.argv[1], background=False, flush_interval_s=3600)
+    h = DuckDBHistorian(sys.argv[1], background=False)
     T0 = 1_767_225_600 * 10**9
     for k in range(int(sys.argv[2])):
         h.write(make_batch(1, np.arange(100), np.full(100, T0 + k * 10**9), np.full(100, float(k))))
         if k == 4:
-            h.flush()  # the first five batches reach DuckDB, the rest stay in the log
+            h.compact()  # the first five batches go into blocks, the rest stay in the log
     os._exit(0)  # no close, no checkpoint: as if killed
     """
 )
@@ -37,7 +37,7 @@ def _crash_after_writing(folder: Path, batches: int) -> None:
 
 def test_logged_and_flushed_batches_survive_a_dead_process(tmp_path: Path) -> None:
     _crash_after_writing(tmp_path, 12)
-    assert wal_files(tmp_path), "the unflushed batches should still be in the log"
+    assert wal_files(tmp_path), "the batches after the compaction should still be in the log"
     h = DuckDBHistorian(tmp_path, background=False)
     try:
         out = h.query_raw(1, np.arange(100), T0, T0 + 100 * 10**9)
@@ -46,7 +46,7 @@ def test_logged_and_flushed_batches_survive_a_dead_process(tmp_path: Path) -> No
         assert h.latest(1, [0]).column("value").to_pylist() == [11.0]
     finally:
         h.close()
-    assert not wal_files(tmp_path), "replayed logs are deleted"
+    assert [seq for seq, _ in wal_files(tmp_path)] == [2], "replayed logs stay until compacted"
 
 
 def test_torn_last_record_is_ignored_and_the_rest_kept(tmp_path: Path) -> None:
@@ -65,10 +65,13 @@ def test_torn_last_record_is_ignored_and_the_rest_kept(tmp_path: Path) -> None:
 
 def test_replay_twice_does_not_duplicate_or_reorder(tmp_path: Path) -> None:
     _crash_after_writing(tmp_path, 7)
-    for _ in range(2):  # the second open finds the logs already moved into DuckDB
+    for compact in (False, True, False):  # reopen with the log as it was, then after compacting
         h = DuckDBHistorian(tmp_path, background=False)
         try:
+            if compact:
+                h.compact()
             out = h.query_raw(1, [3], T0, T0 + 100 * 10**9)
             assert out.column("value").to_pylist() == [float(k) for k in range(7)]
         finally:
             h.close()
+    assert not wal_files(tmp_path)

@@ -17,6 +17,14 @@ from shopfloor.historian.backend import RAW_SCHEMA
 _NO_TS = np.iinfo(np.int64).min
 
 
+def _newest_rows(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """Per signal, the row with the greatest timestamp; on a tie the later row, because
+    lexsort is stable (a third key for the row order doubled the cost of every commit)."""
+    order = np.lexsort((ts, sid))
+    s = sid[order]
+    return order[np.append(s[1:] != s[:-1], True)]
+
+
 class LatestCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -51,9 +59,7 @@ class LatestCache:
             return
         sid = np.asarray(batch.column("signal_id"), dtype=np.int32)
         ts = np.asarray(batch.column("ts"), dtype=np.int64)
-        order = np.lexsort((np.arange(n), ts, sid))
-        s_sorted = sid[order]
-        last = order[np.append(s_sorted[1:] != s_sorted[:-1], True)]
+        last = _newest_rows(sid, ts)
         self._apply(
             np.asarray(batch.column("tenant_id"), dtype=np.int32)[last],
             sid[last],

@@ -22,7 +22,8 @@ def _newest_rows(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> npt.N
     lexsort is stable (a third key for the row order doubled the cost of every commit)."""
     order = np.lexsort((ts, sid))
     s = sid[order]
-    return order[np.append(s[1:] != s[:-1], True)]
+    newest: npt.NDArray[np.intp] = order[np.append(s[1:] != s[:-1], True)]
+    return newest
 
 
 class LatestCache:

@@ -62,13 +62,6 @@ _STOP: Final = object()
 Waiter = cf.Future[None] | asyncio.Future[None]
 
 
-class _Seal:
-    """Ask the writer to close the current log file; answers the sealed file's number."""
-
-    def __init__(self) -> None:
-        self.done: cf.Future[int] = cf.Future()
-
-
 class _Recent:
     """Acknowledged batches not yet in blocks, with their log file number, oldest first."""
 
@@ -180,6 +173,7 @@ class DuckDBHistorian:
         self._commits = 0
         self._points_written = 0
         self.latest_cache = LatestCache()
+        self._wal_lock = threading.Lock()  # the writer appends, compaction seals
         self._wal = self._setup()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
@@ -270,9 +264,6 @@ class DuckDBHistorian:
             item = self._queue.get()
             if item is _STOP:
                 return
-            if isinstance(item, _Seal):
-                self._seal(item)
-                continue
             wait = last_commit + self._commit_interval - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
@@ -282,7 +273,7 @@ class DuckDBHistorian:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP or isinstance(more, _Seal):
+                if more is _STOP:
                     self._queue.put(more)  # handled after this commit, in order
                     break
                 items.append(more)
@@ -305,32 +296,28 @@ class DuckDBHistorian:
         try:
             data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
             data = data.cast(POINT_SCHEMA) if data.schema != POINT_SCHEMA else data
-            self._wal.append(data)
+            with self._wal_lock:
+                self._wal.append(data)
+                self._recent.add(self._wal.seq, data)
         except Exception as exc:  # nothing of this group is acknowledged
             log.exception("historian write failed")
             _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             # The file may end in a partial record now: continue in a fresh one.
             with contextlib.suppress(Exception):
-                self._seal(None)
+                self._seal()
             return
         self.latest_cache.update(data)
-        self._recent.add(self._wal.seq, data)
         self._points_written += data.num_rows
         self._commits += 1
         _settle(items, None)
 
-    def _seal(self, req: _Seal | None) -> None:
-        """Close the current log file and open the next (writer thread only)."""
-        try:
+    def _seal(self) -> int:
+        """Close the current log file and open the next; returns the closed file's number."""
+        with self._wal_lock:
             sealed = self._wal.seq
             self._wal.close()
             self._wal = WalWriter(self.folder, sealed + 1)
-        except Exception as exc:
-            if req:
-                req.done.set_exception(exc)
-            return
-        if req:
-            req.done.set_result(sealed)
+            return sealed
 
     # ---- compaction --------------------------------------------------------------------------
 
@@ -350,9 +337,7 @@ class DuckDBHistorian:
         with self._maint:
             if self._closed:
                 return 0
-            req = _Seal()
-            self._queue.put(req)
-            sealed = req.done.result()
+            sealed = self._seal()
             tables = self._recent.snapshot(sealed)
             done = self._compact(tables, sealed) if tables else 0
             self._recent.drop(sealed)

@@ -256,3 +256,52 @@ def test_openapi_documents_ingest(api: Api) -> None:
     body = spec["paths"]["/api/v1/ingest"]["post"]["requestBody"]["content"]
     assert "application/json" in body
     assert "application/vnd.apache.arrow.stream" in body
+
+
+def test_frame_form_shared_timestamps(api: Api) -> None:
+    ts = [NOW_MS, NOW_MS + 1000, NOW_MS + 2000]
+    doc = {
+        "device": "cnc-1",
+        "ts": ts,
+        "values": {"spindle": [1200, 1210, None], "temp": [20.5, 20.75, 21.0]},
+    }
+    r = post(api, doc)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 5}  # the null is no sample, not a point
+    got = points(api, "cnc-1/spindle", "cnc-1/temp")
+    assert got["cnc-1/spindle"]["ts"] == ts[:2]
+    assert got["cnc-1/spindle"]["value"] == [1200.0, 1210.0]
+    assert got["cnc-1/temp"]["value"] == [20.5, 20.75, 21.0]
+    types = {
+        s.name: s.data_type for s in api.platform.registry.list_signals(api.tenant_id, "cnc-1")
+    }
+    assert types == {"spindle": "int", "temp": "float"}
+
+
+def test_frame_form_with_text_signal(api: Api) -> None:
+    doc = {
+        "device": "oven",
+        "ts": [NOW_MS, NOW_MS + 1000],
+        "values": {"mode": ["HEAT", "HOLD"], "on": [True, False]},
+    }
+    assert post(api, doc).status_code == 200
+    got = points(api, "oven/mode", "oven/on")
+    assert got["oven/mode"]["text"] == ["HEAT", "HOLD"]
+    assert got["oven/on"]["value"] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"a": [1.0]}, "values.a"),  # one value for two timestamps
+        ({"a": "x"}, "values.a"),
+        ({"a": [1, "x"]}, "values.a"),
+        ({"a": [1, [2]]}, "values.a"),
+        ({}, "values"),
+    ],
+)
+def test_frame_form_errors_name_the_signal(api: Api, values: dict, field: str) -> None:
+    r = post(api, {"device": "d", "ts": [NOW_MS, NOW_MS + 1000], "values": values})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+    assert api.platform.historian.stats()["points_written"] == 0

@@ -84,6 +84,8 @@ def decode_json(body: bytes, max_points: int) -> Columns:
         raise BadInput("must be one of s, ms, us, ns", "ts_unit")
     if "points" in doc:
         return _rows(doc["points"], device, unit, max_points)
+    if "values" in doc:
+        return _frames(doc, device, unit, max_points)
     missing = [k for k in ("signal", "ts", "value") if k not in doc]
     if missing:
         raise BadInput(
@@ -96,6 +98,114 @@ def decode_json(body: bytes, max_points: int) -> Columns:
         if key in doc and doc[key] is not None and _length(doc[key], key, max_points) != n:
             raise BadInput(f"has {len(doc[key])} entries but 'signal' has {n}", key)
     return _columns(device, doc["signal"], doc["ts"], doc["value"], doc.get("quality"), unit)
+
+
+def _frames(doc: dict[str, Any], device: str | None, unit: str, max_points: int) -> Columns:
+    """Frame form: shared timestamps and one array of values per signal.
+
+    ``{"device": "press-01", "ts": [t0, t1], "values": {"temp": [21.5, 21.6], "rpm": [1450, null]}}``
+    is what a poller has after reading every tag each cycle, and the cheapest to decode: the
+    values become one 2-D array in a single call. ``null`` means no sample of that signal at
+    that time (a failed read); the point is left out.
+    """
+    values = doc["values"]
+    if not isinstance(values, dict) or not values:
+        raise BadInput("must be an object of signal name -> array of values", "values")
+    if "ts" not in doc:
+        raise BadInput("the frame form needs 'ts', the timestamps its value arrays share", "ts")
+    n_ts = _length(doc["ts"], "ts", max_points)
+    names = list(values)
+    if n_ts * len(names) > max_points:
+        raise PayloadTooLarge(
+            f"{n_ts * len(names)} points, at most {max_points} per batch", "values"
+        )
+    for name in names:
+        col = values[name]
+        if not isinstance(col, list) or len(col) != n_ts:
+            got = f"{len(col)} values" if isinstance(col, list) else type(col).__name__
+            raise BadInput(f"signal {name!r} has {got}, 'ts' has {n_ts} entries", f"values.{name}")
+    try:
+        grid = np.array(list(values.values()), dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        grid = None  # text or booleans mixed in: build the columns signal by signal
+    ts_ns = parse_ts_column(_as_array(doc["ts"], "ts", pa.int64()), unit, "ts")
+    check_range(ts_ns, "ts")
+    if grid is None:
+        return _frames_mixed(device, names, values, ts_ns)
+    present = ~np.isnan(grid).ravel()
+    _check_finite(grid.ravel()[present], "values")
+    idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)[present]
+    signal = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
+    flat = grid.ravel()[present]
+    return Columns(
+        device,
+        signal,
+        np.tile(ts_ns, len(names))[present],
+        flat,
+        None,
+        None,
+        lambda: _frame_kinds(values),
+    )
+
+
+def _frame_kinds(values: dict[str, list[Any]]) -> list[DataType]:
+    """Per signal, int if all its values were JSON integers, bool if booleans, else float."""
+    out = []
+    for col in values.values():
+        present = [v for v in col if v is not None]
+        kind = _numeric_kind(present) if present else DataType.FLOAT
+        out.append(kind if isinstance(kind, DataType) else DataType.FLOAT)
+    return out
+
+
+def _frames_mixed(
+    device: str | None, names: list[str], values: dict[str, list[Any]], ts_ns: npt.NDArray[np.int64]
+) -> Columns:
+    """A frame with text signals: one column per signal (a loop over signals, not points)."""
+    idx, ts, vals, texts, kinds = [], [], [], [], []
+    for i, name in enumerate(names):
+        field = f"values.{name}"
+        try:
+            col = pa.array(values[name])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise BadInput(f"signal {name!r} mixes kinds of values: {exc}", field) from None
+        keep = np.asarray(col.is_valid())
+        if pa.types.is_string(col.type):
+            vals.append(np.full(int(keep.sum()), np.nan))
+            texts.append(col.filter(pa.array(keep)))
+            kinds.append(DataType.STRING)
+        elif (
+            pa.types.is_integer(col.type)
+            or pa.types.is_floating(col.type)
+            or pa.types.is_boolean(col.type)
+            or pa.types.is_null(col.type)
+        ):
+            v = np.asarray(col.filter(pa.array(keep)).cast(pa.float64()), dtype=np.float64)
+            _check_finite(v, field)
+            vals.append(v)
+            texts.append(pa.nulls(len(v), pa.string()))
+            kinds.append(
+                DataType.INT if pa.types.is_integer(col.type)
+                else DataType.BOOL if pa.types.is_boolean(col.type)
+                else DataType.FLOAT
+            )  # fmt: skip
+        else:
+            raise BadInput(f"values must be numbers, booleans or strings, not {col.type}", field)
+        idx.append(np.full(int(keep.sum()), i, np.int32))
+        ts.append(ts_ns[keep])
+    signal = pa.DictionaryArray.from_arrays(
+        pa.array(np.concatenate(idx)), pa.array(names, pa.string())
+    )
+    text = pa.concat_arrays(texts)
+    return Columns(
+        device,
+        signal,
+        np.concatenate(ts),
+        np.concatenate(vals),
+        text if text.null_count < len(text) else None,
+        None,
+        lambda: kinds,
+    )
 
 
 def _device(raw: Any) -> str | None:

@@ -103,7 +103,7 @@ class Points:
         n = len(self)
         if not n:
             return self
-        order = np.lexsort((np.arange(n), self.ts, self.sid))
+        order = np.lexsort((self.ts, self.sid))  # stable: of equal keys the later stays last
         s, t = self.sid[order], self.ts[order]
         keep = np.append((s[1:] != s[:-1]) | (t[1:] != t[:-1]), True)
         return self.take(order[keep])

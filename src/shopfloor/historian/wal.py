@@ -58,14 +58,18 @@ class WalWriter:
             os.close(dir_fd)
 
     def append(self, table: pa.Table) -> None:
-        parts = [rb.serialize() for rb in table.to_batches()]
-        data = b"".join(p.to_pybytes() for p in parts) if len(parts) > 1 else parts[0].to_pybytes()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        # writev straight from Arrow's buffers: no copy of the batch in Python.
+        pending = [memoryview(rb.serialize()) for rb in table.to_batches()]
+        total = sum(len(p) for p in pending)
+        while pending:
+            written = os.writev(self._fd, pending)
+            while pending and written >= len(pending[0]):
+                written -= len(pending[0])
+                pending.pop(0)
+            if pending and written:
+                pending[0] = pending[0][written:]
         os.fsync(self._fd)
-        self.bytes += len(data)
+        self.bytes += total
 
     def close(self) -> None:
         os.close(self._fd)

@@ -13,6 +13,7 @@ The last line of stdout is one JSON object; see benchmarks/README.md for the key
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import re
@@ -93,13 +94,16 @@ def _decode_only_app() -> Any:
 def serve(kind: str, data_dir: Path, port: int) -> None:
     import uvicorn
 
-    if kind == "platform":
-        from shopfloor.api.app import create_app
-        from shopfloor.core.config import Settings
+    from shopfloor.api.server import GC_THRESHOLDS, run_server
+    from shopfloor.core.config import Settings
 
-        app = create_app(Settings(data_dir=data_dir))
-    else:
-        app = _decode_only_app()
+    if kind == "platform":  # exactly as `shopfloor up` runs it
+        run_server(Settings(data_dir=data_dir, http_host="127.0.0.1", http_port=port))
+        return
+    app = _decode_only_app()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)  # the ceiling gets the same tuning
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -78,24 +78,14 @@ def _tenant(platform, name: str):  # type: ignore[no-untyped-def]
 
 
 def serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[type-arg]
-    import uvicorn
+    from shopfloor.api.server import run_server
 
-    from shopfloor.api.app import create_app
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    application = create_app(settings, on_start=on_start)
     url = f"http://{settings.http_host}:{settings.http_port}"
     console.print(f"Shopfloor on [bold]{url}[/bold]  (API docs: {url}/docs)")
     console.print(
         f"Data folder: {settings.data_dir.resolve()}  admin key: {settings.data_dir / 'admin.key'}"
     )
-    uvicorn.run(
-        application,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        access_log=False,
-    )
+    run_server(settings, on_start)
 
 
 @app.command()

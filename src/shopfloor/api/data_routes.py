@@ -58,6 +58,22 @@ _INGEST_BODY: Final = {
                         },
                     },
                     {
+                        "title": "Frame batch",
+                        "description": "Shared timestamps, one array of values per signal; "
+                        "null means no sample of that signal at that time.",
+                        "type": "object",
+                        "required": ["ts", "values"],
+                        "properties": {
+                            "device": {"type": "string"},
+                            "ts_unit": {"type": "string", "enum": ["s", "ms", "us", "ns"]},
+                            "ts": {"type": "array", "items": {"type": ["integer", "string"]}},
+                            "values": {
+                                "type": "object",
+                                "additionalProperties": {"type": "array", "items": {}},
+                            },
+                        },
+                    },
+                    {
                         "title": "Row batch",
                         "type": "object",
                         "required": ["points"],
@@ -105,7 +121,7 @@ def _tenant_fast(platform: Platform, request: Request) -> TenantInfo:
     "/ingest",
     summary="Store a batch of points",
     description=(
-        "Columnar JSON, row JSON or an Arrow IPC stream. The answer comes once the batch is "
+        "Frame, columnar or row JSON, or an Arrow IPC stream. The answer comes once the batch is "
         "durable. A batch is all-or-nothing: one bad point rejects it with an error naming "
         "the field and index, and nothing of it is stored."
     ),

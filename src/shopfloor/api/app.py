@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 import shopfloor
 from shopfloor.api import data_routes, errors, registry_routes
+from shopfloor.api.ingest_endpoint import IngestFastPath
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
 from shopfloor.core.config import Settings
@@ -53,6 +54,7 @@ def create_app(
     if platform is not None:
         app.state.platform = platform
     errors.install(app)
+    app.add_middleware(IngestFastPath)
     app.include_router(data_routes.router)
     app.include_router(registry_routes.router)
 

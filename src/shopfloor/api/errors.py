@@ -18,16 +18,19 @@ def error_body(kind: str, message: str, field: str | None = None) -> dict[str, o
     return {"error": {"type": kind, "message": message, "field": field}}
 
 
+def describe(exc: ShopfloorError) -> dict[str, object]:
+    """The response body for an error we raised on purpose."""
+    if exc.status_code >= 500:
+        log.error("%s: %s", type(exc).__name__, exc)
+    if isinstance(exc, BadInput):
+        return error_body(type(exc).__name__, exc.message, exc.field)
+    return error_body(type(exc).__name__, str(exc))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ShopfloorError)
     async def _shopfloor(_: Request, exc: ShopfloorError) -> ORJSONResponse:
-        field = exc.field if isinstance(exc, BadInput) else None
-        message = exc.message if isinstance(exc, BadInput) else str(exc)
-        if exc.status_code >= 500:
-            log.error("%s: %s", type(exc).__name__, exc)
-        return ORJSONResponse(
-            error_body(type(exc).__name__, message, field), status_code=exc.status_code
-        )
+        return ORJSONResponse(describe(exc), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:

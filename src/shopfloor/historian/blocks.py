@@ -89,6 +89,16 @@ class Points:
             pa.concat_arrays([p.text for p in parts]),
         )
 
+    def slice(self, start: int, stop: int) -> Points:
+        """Rows start..stop as views, no copy."""
+        return Points(
+            self.sid[start:stop],
+            self.ts[start:stop],
+            self.value[start:stop],
+            self.quality[start:stop],
+            self.text.slice(start, stop - start),
+        )
+
     def take(self, idx: npt.NDArray[np.intp]) -> Points:
         return Points(
             self.sid[idx],
@@ -103,8 +113,13 @@ class Points:
         n = len(self)
         if not n:
             return self
-        order = np.lexsort((self.ts, self.sid))  # stable: of equal keys the later stays last
+        # A stable radix sort on the signal keeps arrival order within each signal, which is
+        # time order unless points came late: then, and only then, sort on time as well.
+        order = np.argsort(self.sid, kind="stable")
         s, t = self.sid[order], self.ts[order]
+        if np.any((t[1:] < t[:-1]) & (s[1:] == s[:-1])):
+            order = np.lexsort((self.ts, self.sid))  # stable: of equal keys the later stays last
+            s, t = self.sid[order], self.ts[order]
         keep = np.append((s[1:] != s[:-1]) | (t[1:] != t[:-1]), True)
         return self.take(order[keep])
 

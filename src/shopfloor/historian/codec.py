@@ -22,7 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-_ZSTD: Final = pa.Codec("zstd", compression_level=9)
+# Level 1: on these byte planes it compressed as well as level 9 (0.83 vs 0.85 bytes/point on
+# polled data) at 1.6x the speed; the transforms before it do the real work.
+_ZSTD: Final = pa.Codec("zstd", compression_level=1)
 _HEAD: Final = struct.Struct("<BBqqq")  # method, width, t0/base, unit/scale, period/extra
 
 TS_GRID: Final = 0

@@ -355,13 +355,10 @@ class DuckDBHistorian:
         cur = self._cursor()
         table = pa.concat_tables(tables)
         points = Points.from_table(table).newest_wins()
-        tenant_of = dict(
-            zip(
-                np.asarray(table.column("signal_id")).tolist(),
-                np.asarray(table.column("tenant_id")).tolist(),
-                strict=True,
-            )
-        )
+        # A signal belongs to one tenant: its first row says which.
+        sids, first = np.unique(np.asarray(table.column("signal_id")), return_index=True)
+        tenants = np.asarray(table.column("tenant_id"))[first]
+        tenant_of = dict(zip(sids.tolist(), tenants.tolist(), strict=True))
         runs = chunk_runs(points)
         keys = pa.table(
             {
@@ -378,7 +375,7 @@ class DuckDBHistorian:
             old = {(r[1], r[0]): decode_block(*r[1:]) for r in existing}
             rows = []
             for sid, chunk, a, b in runs:
-                new = points.take(np.arange(a, b))
+                new = points.slice(a, b)
                 prev = old.get((sid, chunk))
                 if prev is not None:  # late data into a stored hour: merge, newest wins
                     new = Points.concat([prev, new]).newest_wins()

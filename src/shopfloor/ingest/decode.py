@@ -132,20 +132,15 @@ def _frames(doc: dict[str, Any], device: str | None, unit: str, max_points: int)
     check_range(ts_ns, "ts")
     if grid is None:
         return _frames_mixed(device, names, values, ts_ns)
-    present = ~np.isnan(grid).ravel()
-    _check_finite(grid.ravel()[present], "values")
-    idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)[present]
+    flat = grid.ravel()
+    idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)
+    ts_all = np.tile(ts_ns, len(names))
+    if not np.isfinite(flat).all():  # nulls (no sample) to drop, or an overflow to reject
+        present = ~np.isnan(flat)
+        flat, idx, ts_all = flat[present], idx[present], ts_all[present]
+        _check_finite(flat, "values")
     signal = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
-    flat = grid.ravel()[present]
-    return Columns(
-        device,
-        signal,
-        np.tile(ts_ns, len(names))[present],
-        flat,
-        None,
-        None,
-        lambda: _frame_kinds(values),
-    )
+    return Columns(device, signal, ts_all, flat, None, None, lambda: _frame_kinds(values))
 
 
 def _frame_kinds(values: dict[str, list[Any]]) -> list[DataType]:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 _BLOCK_FETCH: Final = "signal_id, n, ts_blob, v_blob, vmask_blob, q_blob, text_blob"
 _STOP: Final = object()
+BACKPRESSURE_MAX_S: Final = 60.0
 
 Waiter = cf.Future[None] | asyncio.Future[None]
 
@@ -106,6 +107,8 @@ def _settle(items: list[tuple[pa.Table, Waiter]], error: Exception | None) -> No
     for _, fut in items:
         if isinstance(fut, asyncio.Future):
             by_loop.setdefault(fut.get_loop(), []).append(fut)
+        elif not fut.set_running_or_notify_cancel():
+            continue  # the caller cancelled: nobody to tell
         elif error is None:
             fut.set_result(None)
         else:
@@ -179,6 +182,7 @@ class DuckDBHistorian:
         self._points_written = 0
         self.latest_cache = LatestCache()
         self._wal_lock = threading.Lock()  # the writer appends, compaction seals
+        self._state_lock = threading.Lock()  # _closed against enqueuing
         self._wal = self._setup()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
@@ -237,16 +241,28 @@ class DuckDBHistorian:
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def _enqueue(self, batch: pa.Table, fut: Waiter) -> None:
+        """Check one caller's batch (so a bad one fails only its caller) and queue it."""
+        if batch.schema != POINT_SCHEMA:
+            try:
+                batch = batch.cast(POINT_SCHEMA)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise StorageError(f"write failed, nothing of it was stored: {exc}") from None
+        with self._state_lock:  # close() cannot slip in between the check and the put
+            if self._closed:
+                raise StorageError("historian is closed")
+            self._queue.put((batch, fut))
+
     def submit(self, batch: pa.Table) -> cf.Future[None]:
         """Queue a batch for the next group commit; the future resolves once it is durable."""
         fut: cf.Future[None] = cf.Future()
-        if self._closed:
-            fut.set_exception(StorageError("historian is closed"))
-            return fut
         if batch.num_rows == 0:
             fut.set_result(None)
             return fut
-        self._queue.put((batch, fut))
+        try:
+            self._enqueue(batch, fut)
+        except StorageError as exc:
+            fut.set_exception(exc)
         return fut
 
     def write(self, batch: pa.Table) -> None:
@@ -259,7 +275,7 @@ class DuckDBHistorian:
         if batch.num_rows == 0:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((batch, fut))
+        self._enqueue(batch, fut)
         await fut
 
     def _write_loop(self) -> None:
@@ -282,25 +298,31 @@ class DuckDBHistorian:
                     self._queue.put(more)  # handled after this commit, in order
                     break
                 items.append(more)
-            self._commit(items)
+            try:
+                self._commit(items)
+            except Exception as exc:  # never let the writer die: fail this group, go on
+                log.exception("historian writer failed")
+                _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             last_commit = time.monotonic()
             if self._recent.rows >= self._hot_max:
                 self._wake_maint.set()
-            # Backpressure: when compaction falls this far behind, acks wait for it rather
-            # than memory growing without bound.
+            # Backpressure: when compaction falls this far behind, acks wait for it (up to a
+            # minute) rather than memory growing without bound.
+            waited = 0.0
             while (
                 self._maint_thread is not None
                 and self._recent.rows >= 4 * self._hot_max
                 and not self._stop_maint.is_set()
+                and waited < BACKPRESSURE_MAX_S
             ):
                 self._wake_maint.set()
-                time.sleep(0.01)
+                time.sleep(0.05)
+                waited += 0.05
 
     def _commit(self, items: list[tuple[pa.Table, Waiter]]) -> None:
         tables = [b for b, _ in items]
         try:
             data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            data = data.cast(POINT_SCHEMA) if data.schema != POINT_SCHEMA else data
             with self._wal_lock:
                 self._wal.append(data)
                 self._recent.add(self._wal.seq, data)
@@ -320,8 +342,9 @@ class DuckDBHistorian:
         """Close the current log file and open the next; returns the closed file's number."""
         with self._wal_lock:
             sealed = self._wal.seq
+            new = WalWriter(self.folder, sealed + 1)  # first: if it fails, the old file stays
             self._wal.close()
-            self._wal = WalWriter(self.folder, sealed + 1)
+            self._wal = new
             return sealed
 
     # ---- compaction --------------------------------------------------------------------------
@@ -551,6 +574,8 @@ class DuckDBHistorian:
         """Delete points older than ``before``; hours cut in two are re-encoded."""
         self.compact()  # recent points go to blocks first, so one rule covers everything
         with self._maint:
+            if self._closed:
+                raise StorageError("historian is closed")
             cur = self._cursor()
             cut = cur.execute(
                 f"SELECT tenant_id, chunk, {_BLOCK_FETCH} FROM blocks "
@@ -571,14 +596,18 @@ class DuckDBHistorian:
             )
             removed += int(gone[0])
             cur.execute("BEGIN")
-            cur.execute(
-                "DELETE FROM blocks WHERE tenant_id = ? AND t_first < ?", [tenant_id, before]
-            )
-            if rows:
-                cur.register("cut_blocks", rows_to_table(rows))
-                cur.execute("INSERT INTO blocks SELECT * FROM cut_blocks")
-                cur.unregister("cut_blocks")
-            cur.execute("COMMIT")
+            try:
+                cur.execute(
+                    "DELETE FROM blocks WHERE tenant_id = ? AND t_first < ?", [tenant_id, before]
+                )
+                if rows:
+                    cur.register("cut_blocks", rows_to_table(rows))
+                    cur.execute("INSERT INTO blocks SELECT * FROM cut_blocks")
+                    cur.unregister("cut_blocks")
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
             self._load_latest()
             return removed
 
@@ -603,18 +632,21 @@ class DuckDBHistorian:
 
     def close(self) -> None:
         """Stop the threads and checkpoint. Recent points stay in the log for the next start."""
-        if self._closed:
-            return
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True  # no write is queued after this
+            self._queue.put(_STOP)
         self._stop_maint.set()
         self._wake_maint.set()
         if self._maint_thread:
             self._maint_thread.join()
-        self._queue.put(_STOP)
         self._writer.join()
-        self._wal.close()
-        if self._wal.bytes == 0:
-            self._wal.path.unlink(missing_ok=True)
-        self._closed = True
-        with contextlib.suppress(duckdb.Error):
-            self.checkpoint()
-        self._con.close()
+        # Maintenance still running in another thread (retention) finishes first.
+        with self._maint, self._wal_lock:
+            self._wal.close()
+            if self._wal.bytes == 0:
+                self._wal.path.unlink(missing_ok=True)
+            with contextlib.suppress(duckdb.Error):
+                self.checkpoint()
+            self._con.close()

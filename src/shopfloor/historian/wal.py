@@ -25,6 +25,7 @@ from shopfloor.core.types import POINT_SCHEMA
 
 log = logging.getLogger(__name__)
 
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _NAME: Final = re.compile(r"^wal-(\d{9})\.arrow$")
 
 
@@ -50,19 +51,25 @@ class WalWriter:
         self.path = wal_path(folder, seq)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.bytes = 0
-        # The directory entry must be durable too, or a crash could lose the whole file.
-        dir_fd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            # The directory entry must be durable too, or a crash could lose the whole file.
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            os.close(self._fd)
+            raise
 
     def append(self, table: pa.Table) -> None:
+        if self._fd < 0:
+            raise OSError("write-ahead log file is closed")
         # writev straight from Arrow's buffers: no copy of the batch in Python.
         pending = [memoryview(rb.serialize()) for rb in table.to_batches()]
         total = sum(len(p) for p in pending)
         while pending:
-            written = os.writev(self._fd, pending)
+            written = os.writev(self._fd, pending[:_IOV_MAX])  # the kernel takes at most that many
             while pending and written >= len(pending[0]):
                 written -= len(pending[0])
                 pending.pop(0)
@@ -72,7 +79,9 @@ class WalWriter:
         self.bytes += total
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1  # never write through a closed (reusable) fd number
+            os.close(fd)
 
 
 def read_wal(path: Path) -> Iterator[pa.RecordBatch]:

@@ -1,0 +1,57 @@
+"""The group-commit writer under awkward callers: many tiny batches, cancellations, bad schemas."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from shopfloor.core.errors import StorageError
+from shopfloor.core.types import make_batch
+from shopfloor.historian.duckdb_backend import DuckDBHistorian
+
+T0 = 1_767_225_600 * 10**9
+
+
+@pytest.fixture
+def hist(tmp_path: Path):
+    h = DuckDBHistorian(tmp_path, commit_interval_ms=50, background=False)
+    yield h
+    h.close()
+
+
+def test_a_group_of_thousands_of_batches_commits(hist: DuckDBHistorian) -> None:
+    # More record batches in one group commit than one writev call accepts (IOV_MAX).
+    futures = [hist.submit(make_batch(1, [k % 50], [T0 + k], [float(k)])) for k in range(5000)]
+    for f in futures:
+        f.result(timeout=60)
+    assert hist.query_raw(1, range(50), T0, T0 + 10**9).num_rows == 5000
+
+
+def test_a_cancelled_write_does_not_stop_the_writer(hist: DuckDBHistorian) -> None:
+    futures = [hist.submit(make_batch(1, [1], [T0 + k], [1.0])) for k in range(200)]
+    for f in futures[::3]:
+        f.cancel()
+    later = hist.submit(make_batch(1, [2], [T0], [2.0]))
+    later.result(timeout=30)
+    for f in futures:
+        assert f.cancelled() or f.result(timeout=30) is None
+
+
+def test_a_batch_of_the_wrong_shape_fails_only_its_caller(hist: DuckDBHistorian) -> None:
+    good = hist.submit(make_batch(1, [1], [T0], [1.0]))
+    bad = hist.submit(pa.table({"x": [1]}))
+    with pytest.raises(StorageError):
+        bad.result(timeout=30)
+    good.result(timeout=30)
+    assert hist.query_raw(1, [1], T0, T0 + 1).num_rows == 1
+
+
+def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    h = DuckDBHistorian(tmp_path, background=False)
+    h.close()
+    with pytest.raises(StorageError, match="closed"):
+        h.submit(make_batch(1, [1], [T0], [1.0])).result(timeout=5)
+    assert isinstance(h.submit(make_batch(1, [1], [T0], [1.0])), cf.Future)

@@ -131,6 +131,22 @@ BAD = [
         413,
         "body",
     ),
+    # found by fuzzing: these once gave a 500
+    (orjson.dumps({"device": "d", "signal": ["a"], "ts": None, "value": [1]}), 422, "ts"),
+    (
+        orjson.dumps(
+            {
+                "device": "d",
+                "points": [
+                    {"signal": "a", "ts": NOW_MS, "value": 1, "quality": 1.5},
+                    {"signal": "a", "ts": NOW_MS, "value": 2},
+                ],
+            }
+        ),
+        422,
+        "points.quality",
+    ),
+    (orjson.dumps({"device": "d", "ts": [NOW_MS], "values": {"a": [[1, None]]}}), 422, "values.a"),
 ]
 
 
@@ -305,3 +321,29 @@ def test_frame_form_errors_name_the_signal(api: Api, values: dict, field: str) -
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
     assert api.platform.historian.stats()["points_written"] == 0
+
+
+def test_frame_numeric_looking_text_stays_text(api: Api) -> None:
+    assert (
+        post(api, {"device": "d", "ts": [NOW_MS], "values": {"code": ["1.5"]}}).status_code == 200
+    )
+    assert points(api, "d/code")["d/code"]["text"] == ["1.5"]
+
+
+def test_row_integers_beyond_2_53_are_accepted(api: Api) -> None:
+    r = post(api, {"device": "d", "points": [{"signal": "c", "ts": NOW_MS, "value": 2**53 + 1}]})
+    assert r.status_code == 200, r.text
+
+
+def test_absurd_query_times_are_422(api: Api) -> None:
+    post(api, {"device": "m", "signal": ["v"], "ts": [NOW_MS], "value": [1]})
+    for params in (
+        {"interval": "inf"},
+        {"interval": "1e300"},
+        {"interval": "1m", "start": "-infs"},
+        {"interval": "1m", "end": "99999999999999999999"},
+    ):
+        r = api.client.get(
+            "/api/v1/downsample", params={"signal": "m/v", **params}, headers=api.headers
+        )
+        assert r.status_code == 422, (params, r.text)

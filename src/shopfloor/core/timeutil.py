@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Final
 
@@ -14,6 +15,7 @@ from shopfloor.core.errors import BadInput
 
 UNIT_NS: Final = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 DAY_NS: Final = 86_400 * 1_000_000_000
+MAX_DURATION_NS: Final = 1000 * 365 * DAY_NS
 
 
 def now_ns() -> int:
@@ -34,7 +36,10 @@ def parse_ts_column(raw: pa.Array, unit: str = "ms", field: str = "ts") -> npt.N
     t = raw.type
     if pa.types.is_integer(t):
         # int64 needs no cast (a compute call costs more than the rest for a small batch).
-        ints = raw.to_numpy() if t == pa.int64() else np.asarray(raw.cast(pa.int64()))
+        try:
+            ints = raw.to_numpy() if t == pa.int64() else np.asarray(raw.cast(pa.int64()))
+        except pa.ArrowInvalid:
+            raise BadInput("timestamp out of range", field) from None
         return _scale(ints.astype(np.int64, copy=False), UNIT_NS[unit], field)
     if pa.types.is_floating(t):
         f = np.asarray(raw, dtype=np.float64)
@@ -46,7 +51,11 @@ def parse_ts_column(raw: pa.Array, unit: str = "ms", field: str = "ts") -> npt.N
     if pa.types.is_timestamp(t):
         if t.tz is None:
             raise BadInput("naive timestamps are not accepted; give a UTC offset", field)
-        return np.asarray(raw.cast(pa.timestamp("ns", "UTC")).cast(pa.int64()), dtype=np.int64)
+        try:
+            ns = raw.cast(pa.timestamp("ns", "UTC"))
+        except pa.ArrowInvalid:
+            raise BadInput("timestamp out of range", field) from None
+        return np.asarray(ns.cast(pa.int64()), dtype=np.int64)
     raise BadInput(f"timestamps must be numbers or RFC 3339 strings, not {t}", field)
 
 
@@ -118,10 +127,9 @@ def parse_duration(text: str, field: str = "interval") -> int:
         amount = float(number)
     except ValueError:
         raise BadInput(f"{text!r} is not a duration such as 30s, 5m, 1h or 1d", field) from None
-    ns = round(amount * factor)
-    if ns <= 0:
-        raise BadInput(f"{text!r} must be longer than zero", field)
-    return ns
+    if not math.isfinite(amount) or not 0 < amount * factor <= MAX_DURATION_NS:
+        raise BadInput(f"{text!r} must be longer than zero and at most 1000 years", field)
+    return round(amount * factor)
 
 
 def parse_instant(text: str, field: str, now: int | None = None) -> int:
@@ -133,5 +141,8 @@ def parse_instant(text: str, field: str, now: int | None = None) -> int:
     if raw.startswith("-") and not raw[1:].isdigit():
         return current - parse_duration(raw[1:], field)
     if raw.lstrip("-").isdigit():
-        return int(raw) * UNIT_NS["ms"]
+        ns = int(raw) * UNIT_NS["ms"]
+        if not 0 <= ns <= np.iinfo(np.int64).max:
+            raise BadInput(f"{text!r} is outside 1970..2262", field)
+        return ns
     return int(parse_iso(pa.array([raw]), field)[0])

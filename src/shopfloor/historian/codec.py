@@ -100,6 +100,8 @@ def _decimals(v: F64) -> int | None:
     """Fewest decimal places (<= 6) that represent every value exactly, else None."""
     if not len(v) or np.abs(v).max() >= 2.0**52 / 10**MAX_DECIMALS:
         return None
+    if np.any((v == 0) & np.signbit(v)):  # -0.0 would come back as 0.0
+        return None
     for d in range(MAX_DECIMALS + 1):
         scaled = np.round(v * 10.0**d)
         if np.array_equal(scaled / 10.0**d, v):
@@ -109,14 +111,14 @@ def _decimals(v: F64) -> int | None:
 
 def encode_values(v: F64) -> bytes:
     """Encode a float64 column without nulls (callers mask nulls out first)."""
-    if len(v) and np.all(v == v[0]):
+    bits = v.view(np.int64)
+    if len(v) and np.all(bits == bits[0]):  # bitwise: 0.0 and -0.0 are not the same value
         return _HEAD.pack(V_CONST, 0, 0, 0, 0) + struct.pack("<d", float(v[0]))
     d = _decimals(v)
     if d is not None:
         ints = np.round(v * 10.0**d).astype(np.int64)
         width, payload = _pack_ints(np.diff(ints, prepend=np.int64(0)))
         return _HEAD.pack(V_DECIMAL, width, 0, d, 0) + payload
-    bits = v.view(np.int64)
     xored = bits ^ np.concatenate(([np.int64(0)], bits[:-1]))
     planes = np.ascontiguousarray(xored.view(np.uint8).reshape(-1, 8).T)
     packed: bytes = _ZSTD.compress(planes.tobytes(), asbytes=True)

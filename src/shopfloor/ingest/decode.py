@@ -95,7 +95,8 @@ def decode_json(body: bytes, max_points: int) -> Columns:
         )
     n = _length(doc["signal"], "signal", max_points)
     for key in ("ts", "value", "quality"):
-        if key in doc and doc[key] is not None and _length(doc[key], key, max_points) != n:
+        required = key != "quality"  # an absent or null quality means good
+        if (required or doc.get(key) is not None) and _length(doc[key], key, max_points) != n:
             raise BadInput(f"has {len(doc[key])} entries but 'signal' has {n}", key)
     return _columns(device, doc["signal"], doc["ts"], doc["value"], doc.get("quality"), unit)
 
@@ -125,9 +126,14 @@ def _frames(doc: dict[str, Any], device: str | None, unit: str, max_points: int)
             got = f"{len(col)} values" if isinstance(col, list) else type(col).__name__
             raise BadInput(f"signal {name!r} has {got}, 'ts' has {n_ts} entries", f"values.{name}")
     try:
-        grid = np.array(list(values.values()), dtype=np.float64)  # None becomes NaN
-    except (TypeError, ValueError):
-        grid = None  # text or booleans mixed in: build the columns signal by signal
+        # Without a dtype: numbers give a numeric 2-D array; text, nulls, nested arrays or
+        # huge integers give anything else, and those go signal by signal below. (With
+        # dtype=float numpy would turn "1.5" into 1.5 and [[1], [2]] into numbers.)
+        raw_grid = np.array(list(values.values()))
+    except (TypeError, ValueError, OverflowError):
+        raw_grid = None
+    numeric = raw_grid is not None and raw_grid.ndim == 2 and raw_grid.dtype.kind in "fiub"
+    grid = raw_grid.astype(np.float64) if numeric and raw_grid is not None else None
     ts_ns = parse_ts_column(_as_array(doc["ts"], "ts", pa.int64()), unit, "ts")
     check_range(ts_ns, "ts")
     if grid is None:
@@ -361,7 +367,8 @@ def _values(
         raise BadInput("value missing (null) at index 0", field)
     else:
         raise BadInput(f"values must be numbers, booleans or strings, not {t}", field)
-    vals = np.asarray(arr.cast(pa.float64()), dtype=np.float64)
+    # Through numpy, not a safe Arrow cast: integers beyond 2**53 round as documented.
+    vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
     _check_finite(vals, field)
     return vals, None, kind
 
@@ -381,7 +388,7 @@ def _numeric_kind(raw: list[Any]) -> PointKinds:
     """
     try:
         t = pa.array(raw).type  # inference: int64, bool or double
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         t = None  # booleans mixed with numbers
     if t is not None and pa.types.is_integer(t):
         return DataType.INT
@@ -439,9 +446,14 @@ def _quality(raw: Any, field: str) -> npt.NDArray[np.uint32]:
     if pa.types.is_null(arr.type):
         return np.zeros(len(arr), np.uint32)
     if arr.null_count:  # a point that gives no quality is good, as in OPC UA
+        if not (pa.types.is_integer(arr.type) or pa.types.is_string(arr.type)):
+            raise BadInput(
+                f"quality must be 'good'/'uncertain'/'bad' or an integer code, not {arr.type}",
+                field,
+            )
         arr = arr.fill_null(0 if pa.types.is_integer(arr.type) else "good")
     if pa.types.is_integer(arr.type):
-        ints = np.asarray(arr.cast(pa.int64()), dtype=np.int64)
+        ints = np.asarray(arr.to_numpy(zero_copy_only=False))  # uint64 too, no overflowing cast
         if len(ints) and (ints.min() < 0 or ints.max() > 0xFFFFFFFF):
             raise BadInput("quality codes are OPC UA status codes (0 .. 2**32-1)", field)
         return ints.astype(np.uint32)
@@ -473,8 +485,11 @@ def decode_arrow(body: bytes, device: str | None, max_points: int) -> Columns:
         if need not in names:
             raise BadInput(f"the Arrow stream needs a '{need}' column", need)
     meta = table.schema.metadata or {}
-    device = device or (meta[b"device"].decode() if b"device" in meta else None)
-    unit = meta.get(b"ts_unit", b"ms").decode()
+    try:
+        device = device or (meta[b"device"].decode() if b"device" in meta else None)
+        unit = meta.get(b"ts_unit", b"ms").decode()
+    except UnicodeDecodeError:
+        raise BadInput("schema metadata 'device' and 'ts_unit' must be UTF-8", "body") from None
     return _columns(
         _device(device),
         table.column("signal"),

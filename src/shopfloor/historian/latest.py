@@ -89,14 +89,17 @@ class LatestCache:
             self._ts[s] = ts[newer]
             self._value[s] = value[newer]
             self._quality[s] = quality[newer]
-            if text.null_count < len(text) or self._text:
-                texts = text.to_pylist()
-                for i in np.flatnonzero(newer):
-                    key = int(sid[i])
-                    if texts[i] is None:
-                        self._text.pop(key, None)
-                    else:
-                        self._text[key] = texts[i]
+            if text.null_count == len(text) and not self._text:
+                return  # the usual commit: numbers only, and no text signal known
+            has_text = np.asarray(text.is_valid(), dtype=bool)
+            # Only points that set a text, or replace one with a number, touch the dict.
+            touched = newer & (has_text | np.isin(sid, np.fromiter(self._text, np.int64)))
+            texts = text.take(pa.array(np.flatnonzero(touched))).to_pylist()
+            for key, txt in zip(sid[touched].tolist(), texts, strict=True):
+                if txt is None:
+                    self._text.pop(key, None)
+                else:
+                    self._text[key] = txt
 
     def load(self, table: pa.Table) -> None:
         """Seed from storage: a table with tenant_id, signal_id, ts, value, text, quality."""

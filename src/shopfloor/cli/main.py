@@ -245,7 +245,7 @@ def compact(data_dir: DataDir = None) -> None:
         platform.close()
 
 
-BENCHMARKS = ("historian", "ingest-http")
+BENCHMARKS = ("historian", "ingest-http", "edge-opcua", "edge-modbus", "buffer")
 
 
 @app.command()

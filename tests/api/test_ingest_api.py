@@ -347,3 +347,58 @@ def test_absurd_query_times_are_422(api: Api) -> None:
             "/api/v1/downsample", params={"signal": "m/v", **params}, headers=api.headers
         )
         assert r.status_code == 422, (params, r.text)
+
+
+def test_failed_read_without_value_is_stored_with_bad_quality(api: Api) -> None:
+    # What an edge gateway sends when a poll failed: no value, bad quality.
+    ts = [NOW_MS, NOW_MS + 1000, NOW_MS + 2000]
+    doc = {
+        "device": "plc-7",
+        "signal": ["temp", "temp", "mode"],
+        "ts": ts,
+        "value": [20.5, None, None],
+        "quality": [0, 0x80000000, 0x80000000],
+    }
+    r = post(api, doc)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 3}
+    got = points(api, "plc-7/temp", "plc-7/mode")
+    assert got["plc-7/temp"]["value"] == [20.5, None]
+    assert got["plc-7/temp"]["quality"] == [0, 0x80000000]
+    assert got["plc-7/mode"]["quality"] == [0x80000000]
+    # The failed read said nothing about the kind: a string signal takes a failed read too.
+    assert (
+        post(
+            api, {"device": "plc-7", "points": [{"signal": "state", "ts": NOW_MS, "value": "RUN"}]}
+        ).status_code
+        == 200
+    )
+    failed = {
+        "device": "plc-7",
+        "signal": ["state"],
+        "ts": [NOW_MS + 1000],
+        "value": [None],
+        "quality": ["bad"],
+    }
+    assert post(api, failed).status_code == 200
+    assert points(api, "plc-7/state")["plc-7/state"]["quality"] == [0, 0x80000000]
+
+
+@pytest.mark.parametrize("quality", [None, ["good", "good"], ["good", "uncertain"]])
+def test_missing_value_needs_bad_quality(api: Api, quality: object) -> None:
+    doc = {
+        "device": "plc-8",
+        "signal": ["a", "a"],
+        "ts": [NOW_MS, NOW_MS + 1000],
+        "value": [1.0, None],
+    }
+    if quality is not None:
+        doc["quality"] = quality
+    r = post(api, doc)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == "value"
+    assert "index 1" in err["message"]
+    # Nothing of the batch was kept, not even the signal it would have registered.
+    r = api.client.get("/api/v1/points", params={"signal": "plc-8/a"}, headers=api.headers)
+    assert r.status_code == 404

@@ -50,6 +50,8 @@ class Columns:
     # so it is worked out on first use (type inference costs more than the typed decode).
     infer_kinds: Callable[[], list[DataType]] = field(repr=False)
     _kinds: list[DataType] | None = field(default=None, repr=False)
+    # Points without a value (failed reads, bad quality); None when every point has one.
+    missing: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -58,6 +60,14 @@ class Columns:
         if self._kinds is None:
             self._kinds = self.infer_kinds()
         return self._kinds
+
+    def present_per_signal(self) -> npt.NDArray[np.bool_]:
+        """Whether each dictionary entry has at least one point with a value in this batch."""
+        n = len(self.signal.dictionary)
+        if self.missing is None:
+            return np.ones(n, bool)
+        idx = np.asarray(self.signal.indices, dtype=np.int64)[~self.missing]
+        return np.bincount(idx, minlength=n) > 0
 
     def text_per_signal(self) -> npt.NDArray[np.bool_]:
         """Whether each dictionary entry carries text values in this batch."""
@@ -312,14 +322,28 @@ def _columns(
     enc = sig if pa.types.is_dictionary(sig.type) else pc.dictionary_encode(sig)
     ts_ns = parse_ts_column(_as_array(ts, prefix + "ts", pa.int64()), unit, prefix + "ts")
     check_range(ts_ns, prefix + "ts")
-    vals, text, kinds_of_point = _values(value, prefix + "value")
     qual = _quality(quality, prefix + "quality") if quality is not None else None
+    # A point whose read failed has no value: null is accepted only with a bad quality.
+    missing_ok = None if qual is None else (qual >> np.uint32(30)) >= 2
+    vals, text, kinds_of_point = _values(value, prefix + "value", missing_ok)
+
+    missing = None
+    if missing_ok is not None and missing_ok.any():
+        no_text = np.ones(len(vals), bool) if text is None else np.asarray(text.is_null())
+        missing = np.isnan(vals) & no_text
+        if not missing.any():
+            missing = None
 
     def infer() -> list[DataType]:
         point_kinds = kinds_of_point() if callable(kinds_of_point) else kinds_of_point
-        return _kinds_per_signal(enc, point_kinds)
+        kinds = _kinds_per_signal(enc, point_kinds)
+        if missing is not None:  # a signal seen only in failed reads: nothing says its kind
+            absent = ~cols.present_per_signal()
+            kinds = [DataType.FLOAT if a else k for k, a in zip(kinds, absent, strict=True)]
+        return kinds
 
-    return Columns(device, enc, ts_ns, vals, text, qual, infer)
+    cols = Columns(device, enc, ts_ns, vals, text, qual, infer, missing=missing)
+    return cols
 
 
 def _first_null(a: pa.Array) -> int:
@@ -333,9 +357,13 @@ PointKinds = npt.NDArray[np.int8] | DataType
 
 
 def _values(
-    raw: Any, field: str
+    raw: Any, field: str, missing_ok: npt.NDArray[np.bool_] | None = None
 ) -> tuple[npt.NDArray[np.float64], pa.Array | None, PointKinds | Callable[[], PointKinds]]:
-    """Numeric values as float64; text values aside. Returns the kind of every point."""
+    """Numeric values as float64; text values aside. Returns the kind of every point.
+
+    ``missing_ok`` marks the points (bad quality) that may come without a value (null): they
+    get NaN and no text.
+    """
     if isinstance(raw, list):
         try:  # the common case, all numbers: a typed conversion, kinds worked out if needed
             arr = pa.array(raw, pa.float64())
@@ -351,12 +379,25 @@ def _values(
     except BadInput:
         if not isinstance(raw, list):
             raise
-        return _mixed_values(raw, field)
+        return _mixed_values(raw, field, missing_ok)
+    missing = None
     if arr.null_count:
-        raise BadInput(f"value missing (null) at index {_first_null(arr)}", field)
+        missing = np.asarray(arr.is_null())
+        if missing_ok is None or (missing & ~missing_ok).any():
+            allowed = missing_ok if missing_ok is not None else np.zeros(len(arr), bool)
+            first = int(np.flatnonzero(missing & ~allowed)[0])
+            raise BadInput(
+                f"value missing (null) at index {first}; only a point with bad quality may "
+                "come without a value",
+                field,
+            )
+        if pa.types.is_null(arr.type):  # every point is a failed read
+            return np.full(len(arr), np.nan), None, DataType.FLOAT
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return np.full(len(arr), np.nan), arr.cast(pa.string()), DataType.STRING
+    if missing is not None:
+        arr = arr.fill_null(False if pa.types.is_boolean(t) else 0)
     if pa.types.is_boolean(t):
         kind = DataType.BOOL
     elif pa.types.is_integer(t):
@@ -369,7 +410,11 @@ def _values(
         raise BadInput(f"values must be numbers, booleans or strings, not {t}", field)
     # Through numpy, not a safe Arrow cast: integers beyond 2**53 round as documented.
     vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-    _check_finite(vals, field)
+    if missing is not None:
+        vals = np.where(missing, np.nan, vals)
+        _check_finite(vals[~missing], field)
+    else:
+        _check_finite(vals, field)
     return vals, None, kind
 
 
@@ -400,7 +445,7 @@ def _numeric_kind(raw: list[Any]) -> PointKinds:
 
 
 def _mixed_values(
-    raw: list[Any], field: str
+    raw: list[Any], field: str, missing_ok: npt.NDArray[np.bool_] | None = None
 ) -> tuple[npt.NDArray[np.float64], pa.Array, npt.NDArray[np.int8]]:
     kinds = np.empty(len(raw), np.int8)
     vals = np.full(len(raw), np.nan)
@@ -417,7 +462,13 @@ def _mixed_values(
             if not np.isfinite(vals[i]):
                 raise BadInput(f"value at index {i} is not a finite number", field)
         elif v is None:
-            raise BadInput(f"value missing (null) at index {i}", field)
+            if missing_ok is None or not missing_ok[i]:
+                raise BadInput(
+                    f"value missing (null) at index {i}; only a point with bad quality may "
+                    "come without a value",
+                    field,
+                )
+            kinds[i] = _KIND_CODE[DataType.FLOAT]
         else:
             raise BadInput(
                 f"value at index {i} is a {type(v).__name__}; use a number, boolean or string",

@@ -49,7 +49,10 @@ class Ingestor:
                     self._known.clear()
                 self._known[key] = known
         ids, stored_text = known
-        if (stored_text != cols.text_per_signal()).any():
+        mismatch = stored_text != cols.text_per_signal()
+        if cols.missing is not None:  # a failed read says nothing about the kind
+            mismatch &= cols.present_per_signal()
+        if mismatch.any():
             self._type_error(names, ids, cols)
         point_ids = ids[np.asarray(cols.signal.indices, dtype=np.int64)]
         return make_batch(tenant.id, point_ids, cols.ts, cols.value, cols.quality, cols.text)
@@ -81,8 +84,9 @@ class Ingestor:
         self, names: tuple[str, ...], ids: npt.NDArray[np.int32], cols: Columns
     ) -> None:
         stored = self.registry.signal_types(ids.tolist())
-        for name, want, got in zip(names, stored, cols.kinds(), strict=True):
-            if (want == DataType.STRING) != (got == DataType.STRING):
+        present = cols.present_per_signal()
+        for name, want, got, seen in zip(names, stored, cols.kinds(), present, strict=True):
+            if seen and (want == DataType.STRING) != (got == DataType.STRING):
                 raise BadInput(
                     f"signal {name!r} holds {want} values, this batch sent {got}", "value"
                 )

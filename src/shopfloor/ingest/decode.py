@@ -52,6 +52,13 @@ class Columns:
     _kinds: list[DataType] | None = field(default=None, repr=False)
     # Points without a value (failed reads, bad quality); None when every point has one.
     missing: npt.NDArray[np.bool_] | None = None
+    # The dictionary as Python strings when the decoder had them anyway (saves a to_pylist).
+    names: tuple[str, ...] | None = field(default=None, repr=False)
+
+    def signal_names(self) -> tuple[str, ...]:
+        if self.names is None:
+            self.names = tuple(self.signal.dictionary.to_pylist())
+        return self.names
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -156,7 +163,9 @@ def _frames(doc: dict[str, Any], device: str | None, unit: str, max_points: int)
         flat, idx, ts_all = flat[present], idx[present], ts_all[present]
         _check_finite(flat, "values")
     signal = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
-    return Columns(device, signal, ts_all, flat, None, None, lambda: _frame_kinds(values))
+    return Columns(
+        device, signal, ts_all, flat, None, None, lambda: _frame_kinds(values), names=tuple(names)
+    )
 
 
 def _frame_kinds(values: dict[str, list[Any]]) -> list[DataType]:

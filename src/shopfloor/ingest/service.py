@@ -35,7 +35,7 @@ class Ingestor:
 
     def to_batch(self, tenant: TenantInfo, cols: Columns) -> pa.Table:
         """Resolve names to ids (once per distinct set of signals) and build the point batch."""
-        names = tuple(cols.signal.dictionary.to_pylist())
+        names = cols.signal_names()
         key = (tenant.id, cols.device, names)
         with self._lock:
             if self._generation != self.registry.generation:

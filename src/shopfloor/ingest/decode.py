@@ -156,16 +156,37 @@ def _frames(doc: dict[str, Any], device: str | None, unit: str, max_points: int)
     if grid is None:
         return _frames_mixed(device, names, values, ts_ns)
     flat = grid.ravel()
-    idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)
+    key = tuple(names)
     ts_all = np.tile(ts_ns, len(names))
-    if not np.isfinite(flat).all():  # nulls (no sample) to drop, or an overflow to reject
+    if np.isfinite(flat).all():
+        signal = _frame_signals(key, n_ts)
+    else:  # nulls (no sample) to drop, or an overflow to reject
         present = ~np.isnan(flat)
-        flat, idx, ts_all = flat[present], idx[present], ts_all[present]
+        idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)[present]
+        flat, ts_all = flat[present], ts_all[present]
         _check_finite(flat, "values")
-    signal = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
+        signal = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
     return Columns(
-        device, signal, ts_all, flat, None, None, lambda: _frame_kinds(values), names=tuple(names)
+        device, signal, ts_all, flat, None, None, lambda: _frame_kinds(values), names=key
     )
+
+
+# A poller sends the same signals with the same number of polls batch after batch: the
+# dictionary-encoded name column of a gap-free frame depends on nothing else (Arrow arrays are
+# immutable, so one can be shared).
+_FRAME_SIGNALS: dict[tuple[tuple[str, ...], int], pa.DictionaryArray] = {}
+_FRAME_SIGNALS_MAX: Final = 1024
+
+
+def _frame_signals(names: tuple[str, ...], n_ts: int) -> pa.DictionaryArray:
+    found = _FRAME_SIGNALS.get((names, n_ts))
+    if found is None:
+        idx = np.repeat(np.arange(len(names), dtype=np.int32), n_ts)
+        found = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(names, pa.string()))
+        if len(_FRAME_SIGNALS) >= _FRAME_SIGNALS_MAX:
+            _FRAME_SIGNALS.clear()
+        _FRAME_SIGNALS[(names, n_ts)] = found
+    return found
 
 
 def _frame_kinds(values: dict[str, list[Any]]) -> list[DataType]:

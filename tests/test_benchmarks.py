@@ -47,3 +47,15 @@ def test_ingest_http_benchmark_short(tmp_path: Path) -> None:
     assert result["ceiling_points_per_s"] > 0
     assert result["non_2xx"] == 0
     assert result["distinct_points_stored"] > 0
+
+
+def test_buffer_benchmark_quick(tmp_path: Path) -> None:
+    result = _last_json(["benchmarks.buffer", "--quick"], tmp_path)
+    for key in (
+        "append_points_per_s",
+        "append_points_per_s_single_writer",
+        "replay_points_per_s",
+        "bytes_per_point",
+    ):
+        assert result[key] > 0, key
+    assert result["points"] == 200_000

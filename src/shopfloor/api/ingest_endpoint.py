@@ -64,7 +64,9 @@ def check_length(declared: str | None, limit: int) -> None:
 
 
 def is_ingest(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["path"] == INGEST_PATH and scope["method"] == "POST"
+    return bool(
+        scope["type"] == "http" and scope["path"] == INGEST_PATH and scope["method"] == "POST"
+    )
 
 
 # The request headers ingest reads; the others are not decoded at all.

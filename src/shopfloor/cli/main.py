@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from shopfloor.cli.edge import app as edge_app
 from shopfloor.core.config import Settings, load_settings
 from shopfloor.core.errors import ShopfloorError
 
@@ -24,6 +27,7 @@ tenant_app = typer.Typer(
     help="Create and list tenants (companies sharing this deployment).", no_args_is_help=True
 )
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(edge_app, name="edge")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -52,11 +56,28 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")  # messages may hold [brackets]
     raise typer.Exit(2)
 
 
+# What `pip install 'shopfloor[platform]'` brings; the edge gateway runs without any of it.
+PLATFORM_MODULES = ("pyarrow", "duckdb", "sqlalchemy", "alembic", "fastapi", "uvicorn")
+
+
+def _need_platform() -> None:
+    missing = [m for m in PLATFORM_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(
+            RuntimeError(
+                f"this command runs the platform, which needs {', '.join(missing)}: "
+                "install it with  pip install 'shopfloor[platform]'  "
+                "(an edge gateway needs only 'shopfloor[edge]' and the 'shopfloor edge' commands)"
+            )
+        )
+
+
 def _platform(settings: Settings):  # type: ignore[no-untyped-def]
+    _need_platform()
     from shopfloor.api.platform import Platform
 
     try:
@@ -78,6 +99,7 @@ def _tenant(platform, name: str):  # type: ignore[no-untyped-def]
 
 
 def serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[type-arg]
+    _need_platform()
     from shopfloor.api.server import run_server
 
     url = f"http://{settings.http_host}:{settings.http_port}"
@@ -111,6 +133,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the simulated factory.")] = 1,
 ) -> None:
     """Run the platform with a simulated factory: 3 lines, 20 machines, ~500 signals at 1 Hz."""
+    _need_platform()
     from shopfloor.cli.demo import DemoFactory
 
     settings = _settings(None, data_dir=data_dir, http_port=port)

@@ -1,0 +1,1 @@
+"""Tests of the MQTT JSON connector against a real Mosquitto."""

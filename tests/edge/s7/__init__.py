@@ -1,0 +1,1 @@
+"""Tests of the S7 connector against snap7's own server."""

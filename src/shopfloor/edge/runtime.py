@@ -277,6 +277,9 @@ class Gateway:
 
             self._uplink = build_uplink(self.config.uplink, self.config.data_dir)
         self.uplink.on_command = self.handle_command
+        # What an earlier run left in the buffer waited through a stop or a crash: historical,
+        # however young, until the forwarder has caught up.
+        self.backlog = self.buffer.stats().depth_points > 0
         reporter = StatusReporter(self)
         try:
             await self.uplink.start()

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shopfloor.edge.uplinks.sparkplug import SparkplugUplinkConfig, sparkplug_b_pb2
-from shopfloor.edge.uplinks.sparkplug import payload as spbp
+from shopfloor.core.sparkplug import payload as spbp
+from shopfloor.core.sparkplug import sparkplug_b_pb2
+from shopfloor.edge.uplinks.sparkplug import SparkplugUplinkConfig
 from shopfloor.edge.uplinks.sparkplug.node import EdgeNode
 
 from .helpers import reading

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shopfloor.core.quality import BAD, GOOD
+from shopfloor.core.sparkplug import payload as spb
+from shopfloor.core.sparkplug.payload import MetricValue
 from shopfloor.edge.model import Reading
-from shopfloor.edge.uplinks.sparkplug import payload as spb
-from shopfloor.edge.uplinks.sparkplug.payload import MetricValue
 
 __all__ = ["BDSEQ", "NAMESPACE", "REBIRTH", "EdgeNode", "Message", "device_id"]
 

@@ -27,9 +27,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from shopfloor.core.sparkplug import payload as spb
 from shopfloor.edge.model import Reading, WriteRequest, WriteResult
 from shopfloor.edge.uplink import Uplink, UplinkError
-from shopfloor.edge.uplinks.sparkplug import payload as spb
 from shopfloor.edge.uplinks.sparkplug.config import SparkplugUplinkConfig
 from shopfloor.edge.uplinks.sparkplug.node import NAMESPACE, REBIRTH, EdgeNode, Message
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from shopfloor.core.quality import GOOD
-from shopfloor.edge.uplinks.sparkplug import sparkplug_b_pb2 as pb
+from shopfloor.core.sparkplug import sparkplug_b_pb2 as pb
 
 __all__ = [
     "BOOLEAN",

@@ -55,3 +55,26 @@ def test_writes_after_close_are_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="closed"):
         h.submit(make_batch(1, [1], [T0], [1.0])).result(timeout=5)
     assert isinstance(h.submit(make_batch(1, [1], [T0], [1.0])), cf.Future)
+
+
+def test_failing_compaction_retries_leave_no_empty_log_files(
+    hist: DuckDBHistorian, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopfloor.historian.wal import wal_files
+
+    hist.write(make_batch(1, [1, 2], [T0, T0 + 1], [1.0, 2.0]))
+
+    def broken(*_: object) -> int:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(hist, "_compact", broken)
+    for _ in range(5):  # as the compactor thread retries
+        with pytest.raises(OSError, match="disk on fire"):
+            hist.compact()
+    # the written file sealed once, plus the open one: not one new file per attempt
+    assert len(wal_files(tmp_path)) == 2
+    hist.write(make_batch(1, [3], [T0 + 2], [3.0]))
+    monkeypatch.undo()
+    assert hist.compact() == 3  # every point of both files, nothing lost
+    assert hist.query_raw(1, [1, 2, 3], T0, T0 + 10).num_rows == 3
+    assert len(wal_files(tmp_path)) == 1

@@ -338,9 +338,16 @@ class DuckDBHistorian:
         self._commits += 1
         _settle(items, None)
 
-    def _seal(self) -> int:
-        """Close the current log file and open the next; returns the closed file's number."""
+    def _seal(self, *, unless_untouched: bool = False) -> int:
+        """Close the current log file and open the next; returns the closed file's number.
+
+        ``unless_untouched``: a file nothing was written to is kept and the one before it counts
+        as sealed (compaction retried after a failure would otherwise leave a new empty file
+        behind on every attempt).
+        """
         with self._wal_lock:
+            if unless_untouched and not self._wal.touched:
+                return self._wal.seq - 1
             sealed = self._wal.seq
             new = WalWriter(self.folder, sealed + 1)  # first: if it fails, the old file stays
             self._wal.close()
@@ -365,7 +372,7 @@ class DuckDBHistorian:
         with self._maint:
             if self._closed:
                 return 0
-            sealed = self._seal()
+            sealed = self._seal(unless_untouched=True)
             tables = self._recent.snapshot(sealed)
             done = self._compact(tables, sealed) if tables else 0
             self._recent.drop(sealed)

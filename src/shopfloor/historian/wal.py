@@ -51,6 +51,8 @@ class WalWriter:
         self.path = wal_path(folder, seq)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.bytes = 0
+        # Set before the first write: a failed append may have left bytes though ``bytes`` is 0.
+        self.touched = False
         try:
             # The directory entry must be durable too, or a crash could lose the whole file.
             dir_fd = os.open(folder, os.O_RDONLY)
@@ -68,6 +70,7 @@ class WalWriter:
         # writev straight from Arrow's buffers: no copy of the batch in Python.
         pending = [memoryview(rb.serialize()) for rb in table.to_batches()]
         total = sum(len(p) for p in pending)
+        self.touched = True
         while pending:
             written = os.writev(self._fd, pending[:_IOV_MAX])  # the kernel takes at most that many
             while pending and written >= len(pending[0]):

@@ -78,3 +78,37 @@ def test_failing_compaction_retries_leave_no_empty_log_files(
     assert hist.compact() == 3  # every point of both files, nothing lost
     assert hist.query_raw(1, [1, 2, 3], T0, T0 + 10).num_rows == 3
     assert len(wal_files(tmp_path)) == 1
+
+
+def test_a_failed_fsync_is_cut_off_and_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from shopfloor.historian import wal
+
+    h = DuckDBHistorian(tmp_path, commit_interval_ms=1, background=False)
+    h.write(make_batch(1, [1], [T0], [1.0]))
+    real = os.fsync
+    calls = {"n": 0}
+
+    def fsync_fails_once(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(wal.os, "fsync", fsync_fails_once)
+    with pytest.raises(StorageError, match="nothing of it was stored"):
+        h.write(make_batch(1, [2], [T0 + 1], [2.0]))
+    monkeypatch.undo()
+    h.write(make_batch(1, [3], [T0 + 2], [3.0]))
+    # A crash now (no close, no compaction): the replay holds what was acknowledged, and not
+    # the batch whose caller was told it failed, though its bytes were written.
+    del h
+    h2 = DuckDBHistorian(tmp_path, background=False)
+    try:
+        got = h2.query_raw(1, [1, 2, 3], T0, T0 + 10)
+        assert sorted(got.column("signal_id").to_pylist()) == [1, 3]
+    finally:
+        h2.close()

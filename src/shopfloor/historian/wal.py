@@ -71,15 +71,29 @@ class WalWriter:
         pending = [memoryview(rb.serialize()) for rb in table.to_batches()]
         total = sum(len(p) for p in pending)
         self.touched = True
-        while pending:
-            written = os.writev(self._fd, pending[:_IOV_MAX])  # the kernel takes at most that many
-            while pending and written >= len(pending[0]):
-                written -= len(pending[0])
-                pending.pop(0)
-            if pending and written:
-                pending[0] = pending[0][written:]
-        os.fsync(self._fd)
+        try:
+            while pending:
+                written = os.writev(self._fd, pending[:_IOV_MAX])  # the kernel takes that many
+                while pending and written >= len(pending[0]):
+                    written -= len(pending[0])
+                    pending.pop(0)
+                if pending and written:
+                    pending[0] = pending[0][written:]
+            os.fsync(self._fd)
+        except BaseException:
+            self._undo()
+            raise
         self.bytes += total
+
+    def _undo(self) -> None:
+        """Cut a failed append off again: its caller is told nothing was stored, so a replay
+        after a crash must not bring it back (the data may well be complete in the file)."""
+        try:
+            os.ftruncate(self._fd, self.bytes)
+            os.fsync(self._fd)
+        except OSError as exc:
+            # The disk refuses even that: the batch may come back after a crash. Say so.
+            log.error("%s: could not cut off a failed append (%s)", self.path, exc)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -288,3 +288,95 @@ def test_too_large_batch_is_split(tmp_path: Path) -> None:
         assert not math.isnan(sum(values))
 
     asyncio.run(go())
+
+
+# --- HTTPS: a TLS front (as a reverse proxy would be) before the real platform ------------------
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shopfloor-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def _tls_front(cert: Path, key: Path, backend_port: int) -> asyncio.Server:
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            br, bw = await asyncio.open_connection("127.0.0.1", backend_port)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(pipe(r, bw), pipe(br, w))
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+
+
+def test_https_with_the_platforms_ca_and_a_refused_certificate(
+    platform: Platform, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    now = time.time_ns()
+
+    async def go() -> None:
+        front = await _tls_front(cert, key, platform.port)
+        url = f"https://127.0.0.1:{front.sockets[0].getsockname()[1]}"
+        try:
+            trusted = HttpUplink(config(url, platform.key, ca_file=cert), data_dir=tmp_path)
+            await trusted.send([reading("tls-01", now, [7.5])], historical=False)
+            await trusted.stop()
+            # Without the CA the certificate is not trusted: nothing is sent, the runtime retries.
+            stranger = HttpUplink(config(url, platform.key), data_dir=tmp_path)
+            with pytest.raises(UplinkError, match=r"(?i)certificate"):
+                await stranger.send([reading("tls-01", now + 1000, [8.5])], historical=False)
+            await stranger.stop()
+        finally:
+            front.close()
+            await front.wait_closed()
+
+    asyncio.run(go())
+    got = platform.points("tls-01/s0")
+    assert got["ts"] == [now]
+    assert got["value"] == [7.5]

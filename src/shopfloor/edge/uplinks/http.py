@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,9 +123,9 @@ class HttpUplink(Uplink):
     def connected(self) -> bool:
         return self._connected
 
-    def _verify(self) -> bool | str:
-        if self.config.ca_file is not None:
-            return str(self.config.ca_file)
+    def _verify(self) -> bool | ssl.SSLContext:
+        if self.config.ca_file is not None:  # httpx takes a context (a path is deprecated)
+            return ssl.create_default_context(cafile=str(self.config.ca_file))
         return self.config.verify_tls
 
     async def start(self) -> None:

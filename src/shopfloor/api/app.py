@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import shopfloor
-from shopfloor.api import data_routes, errors, registry_routes
+from shopfloor.api import data_routes, device_routes, errors, mqtt_routes, registry_routes
 from shopfloor.api.ingest_endpoint import IngestFastPath, is_ingest, serve_ingest
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
@@ -74,6 +74,8 @@ def create_app(
     app.add_middleware(IngestFastPath)
     app.include_router(data_routes.router)
     app.include_router(registry_routes.router)
+    app.include_router(device_routes.router)
+    app.include_router(mqtt_routes.router)
 
     @app.get("/health", tags=["ops"], summary="Liveness and storage figures")
     async def health() -> dict[str, object]:

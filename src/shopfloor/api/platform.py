@@ -15,6 +15,7 @@ from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import DAY_NS, now_ns
 from shopfloor.historian.backend import HistorianBackend
 from shopfloor.historian.duckdb_backend import DuckDBHistorian
+from shopfloor.ingest.mqtt import MqttService
 from shopfloor.ingest.service import Ingestor
 from shopfloor.registry.service import Registry
 
@@ -51,6 +52,16 @@ def load_admin_key(data_dir: Path) -> str:
     return key
 
 
+def _open_credentials(registry: Registry, data_dir: Path) -> Any:
+    """The device credentials (tokens, passwords, certificates) over the registry."""
+    try:
+        from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
+    except ImportError:  # built alongside; until it lands, MQTT devices cannot log in
+        log.warning("device credentials unavailable: MQTT logins are refused")
+        return None
+    return DeviceCredentials(registry, default_ca_dir(data_dir))
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
@@ -65,6 +76,8 @@ class Platform:
         self.registry.upgrade()
         self.historian = open_historian(settings)
         self.ingestor = Ingestor(self.registry, self.historian)
+        self.credentials: Any = _open_credentials(self.registry, settings.data_dir)
+        self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 
     def apply_retention(self) -> int:
@@ -88,6 +101,8 @@ class Platform:
 
     def start_background(self) -> None:
         self.spawn(self._retention_loop())
+        if self.mqtt is not None:
+            self.spawn(self.mqtt.run())  # stops the broker and subscriber when cancelled
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine for the life of the platform; a crash is logged, not swallowed."""

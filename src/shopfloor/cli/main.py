@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from shopfloor.cli.device import app as device_app
 from shopfloor.cli.edge import app as edge_app
 from shopfloor.core.config import Settings, load_settings
 from shopfloor.core.errors import ShopfloorError
@@ -28,6 +29,7 @@ tenant_app = typer.Typer(
 )
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(edge_app, name="edge")
+app.add_typer(device_app, name="device")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -268,7 +270,7 @@ def compact(data_dir: DataDir = None) -> None:
         platform.close()
 
 
-BENCHMARKS = ("historian", "ingest-http", "edge-opcua", "edge-modbus", "buffer")
+BENCHMARKS = ("historian", "ingest-http", "edge-opcua", "edge-modbus", "buffer", "ingest-mqtt")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +42,39 @@ class Settings(BaseModel):
     )
     compact_interval_s: float = Field(
         300.0, gt=0, description="Seconds between background compactions of the recent segment."
+    )
+
+    mqtt_mode: Literal["embedded", "external", "off"] = Field(
+        "embedded",
+        description="MQTT device endpoint: in-process broker, an external broker, or none.",
+    )
+    mqtt_host: str = Field("127.0.0.1", description="Address the embedded MQTT broker binds to.")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="Port of the embedded MQTT broker.")
+    mqtt_tls_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="TLS port of the embedded broker; devices log in with device CA certificates.",
+    )
+    mqtt_url: str | None = Field(
+        None, description="External broker as mqtt://user:pass@host:port (mqtt_mode external)."
+    )
+    mqtt_share_group: str = Field(
+        "shopfloor", description="Shared subscription group of the ingest workers (external)."
+    )
+    mqtt_dynsec_url: str | None = Field(
+        None,
+        description="Mosquitto dynamic-security admin login as mqtt://admin:pass@host:port; "
+        "set to push device credentials and ACLs into an external Mosquitto.",
+    )
+    mqtt_max_message_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest MQTT message taken; larger ones are rejected."
+    )
+    mqtt_device_rate: float = Field(
+        1000.0, gt=0, description="Messages per second one device may send before being dropped."
+    )
+    mqtt_command_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="How long a command call waits for the device's response."
     )
 
     def resolved_registry_url(self) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -190,3 +191,134 @@ class Signal(Base):
         String(16), default="general", server_default="general"
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device credentials, provisioning, gateways, Sparkplug binding and the device twin
+# (migration 0002; the service is registry/credentials.py, the design docs/adr/0004).
+# ---------------------------------------------------------------------------------------------
+
+
+class CredentialKind(StrEnum):
+    TOKEN = "token"
+    PASSWORD = "password"
+    CERTIFICATE = "certificate"
+
+
+# A revoked row stays for the audit trail, so uniqueness only binds the live ones: a username
+# or certificate can be given again after its credential was revoked.
+_LIVE = "revoked_at IS NULL"
+
+
+class DeviceCredential(Base):
+    __tablename__ = "device_credentials"
+    __table_args__ = (
+        CheckConstraint(_in("kind", tuple(CredentialKind)), name="kind"),
+        Index(
+            "uq_device_credentials_live_username",
+            "username",
+            unique=True,
+            sqlite_where=text(_LIVE),
+            postgresql_where=text(_LIVE),
+        ),
+        Index(
+            "uq_device_credentials_live_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text(_LIVE),
+            postgresql_where=text(_LIVE),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    # CASCADE: Registry.delete_device removes the device row alone; its credentials go with it.
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # sha256 hex of an access token; the token itself is shown once and never stored.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    username: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2id, with its parameters
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 hex of the DER
+    subject: Mapped[str | None] = mapped_column(Text)
+    not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DeviceAuthProfile(Base):
+    """What a device's credentials may act for beyond itself: gateway flag, Sparkplug node."""
+
+    __tablename__ = "device_auth_profiles"
+    __table_args__ = (UniqueConstraint("sparkplug_group", "sparkplug_edge_node"),)
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    is_gateway: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sparkplug_group: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    sparkplug_edge_node: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+class GatewayDevice(Base):
+    """A device a gateway may act for (publish its telemetry, receive its commands)."""
+
+    __tablename__ = "gateway_devices"
+
+    gateway_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class SparkplugGroup(Base):
+    """A Sparkplug group id claimed by a tenant (unclaimed: the group id is the tenant name)."""
+
+    __tablename__ = "sparkplug_groups"
+
+    group_id: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+
+
+class ProvisioningKey(Base):
+    __tablename__ = "provisioning_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    device_type_id: Mapped[int | None] = mapped_column(ForeignKey("device_types.id"))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"))
+    gateway: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reprovision: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    max_devices: Mapped[int | None] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DeviceAttributes(Base):
+    """The device twin: attributes the device reported and those the platform desires."""
+
+    __tablename__ = "device_attributes"
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    reported: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    desired: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    desired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DeviceAuthState(Base):
+    """One row: the generation of device credentials, bumped by every change in any process."""
+
+    __tablename__ = "device_auth_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

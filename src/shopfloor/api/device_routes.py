@@ -1,0 +1,437 @@
+"""Device credentials, provisioning, gateways, Sparkplug binding and the device twin over HTTP.
+
+Every route is scoped to the tenant of the caller's API key, except ``POST /api/v1/provision``:
+a device calls it with a provisioning key in the body and no API key. Secrets (tokens,
+generated passwords, private keys, provisioning keys) appear in the one response that creates
+them and never again. See docs/devices.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.registry_routes import AUTH, E404, E409, E422, ErrorBody, Name, Responses
+from shopfloor.core.errors import BadInput, NotFound
+from shopfloor.registry.credentials import (
+    CredentialInfo,
+    DeviceCredentials,
+    ProvisioningKeyInfo,
+    default_ca_dir,
+)
+from shopfloor.registry.models import CredentialKind
+from shopfloor.registry.service import TenantInfo
+
+router = APIRouter(prefix="/api/v1")
+
+Kind = Literal["token", "password", "certificate"]
+
+
+def get_credentials(
+    request: Request, platform: Annotated[Any, Depends(get_platform)]
+) -> DeviceCredentials:
+    """The platform's DeviceCredentials; made here (once per app) if the platform has none."""
+    own = getattr(platform, "credentials", None)
+    if isinstance(own, DeviceCredentials):
+        return own
+    made: DeviceCredentials | None = getattr(request.app.state, "device_credentials", None)
+    if made is None or made.registry is not platform.registry:
+        made = DeviceCredentials(platform.registry, default_ca_dir(platform.settings.data_dir))
+        request.app.state.device_credentials = made
+    return made
+
+
+Creds = Annotated[DeviceCredentials, Depends(get_credentials)]
+Me = Annotated[TenantInfo, Depends(current_tenant)]
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+PROVISION_ERRORS: Responses = {
+    401: _err("Unknown, revoked or expired provisioning key"),
+    403: _err("Provisioning key used up"),
+    409: _err("Device exists and the key does not allow re-provisioning, or username taken"),
+    **E404,
+    **E422,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Bodies (strict, as in registry_routes)
+# ---------------------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CredentialIn(_In):
+    kind: Kind = Field(description="token, password, or certificate (mutual TLS).")
+    username: Name | None = Field(None, description="For kind password; unique platform-wide.")
+    password: str | None = Field(None, min_length=8, max_length=1024)
+    certificate_pem: str | None = Field(
+        None,
+        description="For kind certificate: register this certificate instead of issuing one"
+        " (its private key stays on the device).",
+    )
+
+
+class CredentialOut(_Out):
+    id: int
+    device: str
+    kind: CredentialKind
+    username: str | None
+    fingerprint: str | None = Field(description="sha256 of the certificate's DER, hex.")
+    subject: str | None
+    not_after: datetime | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class CredentialCreated(BaseModel):
+    credential: CredentialOut
+    token: str | None = Field(None, description="MQTT username; shown only in this response.")
+    certificate_pem: str | None = None
+    private_key_pem: str | None = Field(None, description="Shown only in this response.")
+    ca_certificate_pem: str | None = Field(None, description="The device CA, to trust.")
+
+
+class Revoked(BaseModel):
+    revoked: int
+
+
+class ProvisioningKeyIn(_In):
+    name: Name
+    device_type: Name | None = Field(None, description="Devices register with this type.")
+    asset_id: int | None = Field(None, description="Devices register under this asset.")
+    gateway: bool = Field(False, description="Devices register as gateways.")
+    # Lax: strict datetimes accept only datetime objects, never the JSON string.
+    expires_at: Annotated[datetime, Field(strict=False)] | None = Field(
+        None, description="RFC 3339 with a UTC offset."
+    )
+    max_devices: int | None = Field(None, ge=1)
+    reprovision: bool = Field(
+        False, description="Allow taking over an existing device of the same name."
+    )
+
+
+class ProvisioningKeyOut(_Out):
+    id: int
+    name: str
+    device_type: str | None
+    asset_id: int | None
+    gateway: bool
+    reprovision: bool
+    expires_at: datetime | None
+    max_devices: int | None
+    used: int
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ProvisioningKeyCreated(ProvisioningKeyOut):
+    key: str = Field(description="Shown only in this response; put it on the devices.")
+
+
+class ProvisionIn(_In):
+    key: str = Field(min_length=1, max_length=200, description="A provisioning key.")
+    device: Name
+    credential: Kind = "token"
+    username: Name | None = None
+    password: str | None = Field(None, min_length=8, max_length=1024)
+
+
+class ProvisionOut(BaseModel):
+    tenant: str
+    device: str
+    created: bool = Field(description="False when an existing device was re-provisioned.")
+    credential: Kind
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    certificate_pem: str | None = None
+    private_key_pem: str | None = None
+    ca_certificate_pem: str | None = None
+
+
+class GatewayIn(_In):
+    owns: list[Name] = Field(description="Devices of the tenant the gateway acts for.")
+
+
+class GatewayOut(BaseModel):
+    device: str
+    owns: list[str]
+
+
+class SparkplugNodeIn(_In):
+    group_id: Name
+    edge_node_id: Name
+
+
+class SparkplugNodeOut(SparkplugNodeIn):
+    device: str
+
+
+class SparkplugGroupIn(_In):
+    group_id: Name
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices/{name}/credentials",
+    status_code=status.HTTP_201_CREATED,
+    summary="Give a device a token, username/password or client certificate",
+    description="The secret (token, private key) is in this response only.",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["device credentials"],
+)
+def create_credential(name: str, body: CredentialIn, me: Me, creds: Creds) -> CredentialCreated:
+    if body.kind == "password" and (body.username is None or body.password is None):
+        raise BadInput("kind password needs username and password", "username")
+    if body.kind != "password" and (body.username or body.password) is not None:
+        raise BadInput("username and password go with kind password only", "username")
+    if body.kind != "certificate" and body.certificate_pem is not None:
+        raise BadInput("certificate_pem goes with kind certificate only", "certificate_pem")
+    out: dict[str, Any] = {}
+    if body.kind == "token":
+        out["token"] = creds.issue_token(me.id, name)
+    elif body.kind == "password":
+        assert body.username is not None
+        assert body.password is not None
+        creds.set_password(me.id, name, body.username, body.password)
+    elif body.certificate_pem is not None:
+        creds.register_certificate(me.id, name, body.certificate_pem.encode())
+    else:
+        cert, key = creds.issue_certificate(me.id, name)
+        out |= {
+            "certificate_pem": cert.decode(),
+            "private_key_pem": key.decode(),
+            "ca_certificate_pem": creds.ca_cert_path.read_text(),
+        }
+    live = [c for c in creds.list_credentials(me.id, name) if c.kind == body.kind and not c.revoked]
+    if body.kind == "password":  # a known username keeps its credential, with a new password
+        live = [c for c in live if c.username == body.username]
+    return CredentialCreated(credential=_cred(max(live, key=lambda c: c.id)), **out)
+
+
+@router.get(
+    "/devices/{name}/credentials",
+    summary="A device's credentials, revoked ones included, without secrets",
+    responses={**AUTH, **E404},
+    tags=["device credentials"],
+)
+def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
+    return [_cred(c) for c in creds.list_credentials(me.id, name)]
+
+
+@router.delete(
+    "/devices/{name}/credentials/{credential_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke one credential; brokers refuse it from the next message on",
+    responses={**AUTH, **E404},
+    tags=["device credentials"],
+)
+def revoke_credential(name: str, credential_id: int, me: Me, creds: Creds) -> Response:
+    if credential_id not in {c.id for c in creds.list_credentials(me.id, name)}:
+        raise NotFound(f"credential {credential_id} of device {name!r} not found")
+    creds.revoke(me.id, credential_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/devices/{name}/credentials",
+    summary="Revoke every credential of a device",
+    responses={**AUTH, **E404},
+    tags=["device credentials"],
+)
+def revoke_device(name: str, me: Me, creds: Creds) -> Revoked:
+    return Revoked(revoked=creds.revoke_device(me.id, name))
+
+
+def _cred(c: CredentialInfo) -> CredentialOut:
+    return CredentialOut.model_validate(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provisioning
+# ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/provisioning-keys",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a provisioning key devices use to register themselves",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["provisioning"],
+)
+def create_provisioning_key(
+    body: ProvisioningKeyIn, me: Me, creds: Creds
+) -> ProvisioningKeyCreated:
+    key = creds.create_provisioning_key(
+        me.id,
+        body.name,
+        device_type=body.device_type,
+        asset_id=body.asset_id,
+        gateway=body.gateway,
+        expires_at=body.expires_at,
+        max_devices=body.max_devices,
+        reprovision=body.reprovision,
+    )
+    (info,) = [k for k in creds.list_provisioning_keys(me.id) if k.name == body.name]
+    return ProvisioningKeyCreated(**_pkey(info).model_dump(), key=key)
+
+
+@router.get(
+    "/provisioning-keys",
+    summary="List provisioning keys (without the keys)",
+    responses=AUTH,
+    tags=["provisioning"],
+)
+def list_provisioning_keys(me: Me, creds: Creds) -> list[ProvisioningKeyOut]:
+    return [_pkey(k) for k in creds.list_provisioning_keys(me.id)]
+
+
+@router.delete(
+    "/provisioning-keys/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a provisioning key; devices it registered keep their credentials",
+    responses={**AUTH, **E404},
+    tags=["provisioning"],
+)
+def revoke_provisioning_key(name: str, me: Me, creds: Creds) -> Response:
+    creds.revoke_provisioning_key(me.id, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/provision",
+    status_code=status.HTTP_201_CREATED,
+    summary="A device registers itself with a provisioning key (no API key)",
+    description="Returns the device's new credential; its secret is in this response only.",
+    responses=PROVISION_ERRORS,
+    tags=["provisioning"],
+)
+def provision(body: ProvisionIn, creds: Creds) -> ProvisionOut:
+    r = creds.provision(
+        body.key,
+        body.device,
+        credential=body.credential,
+        username=body.username,
+        password=body.password,
+    )
+    pem = (
+        {}
+        if r.certificate_pem is None
+        else {
+            "certificate_pem": r.certificate_pem.decode(),
+            "private_key_pem": (r.private_key_pem or b"").decode(),
+            "ca_certificate_pem": creds.ca_cert_path.read_text(),
+        }
+    )
+    return ProvisionOut(
+        tenant=r.identity.tenant,
+        device=r.identity.device,
+        created=r.created,
+        credential=r.credential,
+        token=r.token,
+        username=r.username,
+        password=r.password,
+        **pem,
+    )
+
+
+def _pkey(k: ProvisioningKeyInfo) -> ProvisioningKeyOut:
+    return ProvisioningKeyOut.model_validate(k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gateways and Sparkplug
+# ---------------------------------------------------------------------------------------------
+
+
+@router.put(
+    "/devices/{name}/gateway",
+    summary="Make a device a gateway acting for exactly these devices",
+    responses={**AUTH, **E404, **E422},
+    tags=["device credentials"],
+)
+def set_gateway(name: str, body: GatewayIn, me: Me, creds: Creds) -> GatewayOut:
+    creds.set_gateway(me.id, name, body.owns)
+    return GatewayOut(device=name, owns=creds.gateway_devices(me.id, name) or [])
+
+
+@router.get(
+    "/devices/{name}/gateway",
+    summary="The devices a gateway acts for",
+    responses={**AUTH, 404: _err("No such device, or it is no gateway")},
+    tags=["device credentials"],
+)
+def get_gateway(name: str, me: Me, creds: Creds) -> GatewayOut:
+    owns = creds.gateway_devices(me.id, name)
+    if owns is None:
+        raise NotFound(f"device {name!r} is no gateway")
+    return GatewayOut(device=name, owns=owns)
+
+
+@router.put(
+    "/devices/{name}/sparkplug",
+    summary="Bind a device's credentials to one Sparkplug edge node",
+    description="The group must be the tenant's: its name, or a group it claimed (an"
+    " unclaimed group is claimed here).",
+    responses={**AUTH, **E404, **E409, **E422},
+    tags=["device credentials"],
+)
+def set_sparkplug_node(name: str, body: SparkplugNodeIn, me: Me, creds: Creds) -> SparkplugNodeOut:
+    creds.set_sparkplug_node(me.id, name, body.group_id, body.edge_node_id)
+    return SparkplugNodeOut(device=name, group_id=body.group_id, edge_node_id=body.edge_node_id)
+
+
+@router.post(
+    "/sparkplug-groups",
+    status_code=status.HTTP_201_CREATED,
+    summary="Claim a Sparkplug group id for the tenant (besides its own name)",
+    responses={**AUTH, **E409, **E422},
+    tags=["device credentials"],
+)
+def claim_sparkplug_group(body: SparkplugGroupIn, me: Me, creds: Creds) -> SparkplugGroupIn:
+    creds.claim_sparkplug_group(me.id, body.group_id)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Device twin. PUT /devices/{device}/attributes/desired is in mqtt_routes: it also publishes the
+# desired attributes, retained, to the device.
+# ---------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/devices/{name}/attributes/desired",
+    summary="The attributes the platform wants the device to take on",
+    responses={**AUTH, **E404},
+    tags=["device twin"],
+)
+def get_desired(name: str, me: Me, creds: Creds) -> dict[str, Any]:
+    return creds.desired_attributes(me.id, name)
+
+
+@router.get(
+    "/devices/{name}/attributes/reported",
+    summary="The attributes the device reported about itself",
+    responses={**AUTH, **E404},
+    tags=["device twin"],
+)
+def get_reported(name: str, me: Me, creds: Creds) -> dict[str, Any]:
+    return creds.reported_attributes(me.id, name)

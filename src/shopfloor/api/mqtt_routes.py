@@ -1,0 +1,116 @@
+"""Commands to devices and desired attributes over the MQTT device endpoint, and its figures.
+
+A command is published on ``sf/v1/{tenant}/{device}/commands/{id}`` and the call waits (up to
+``mqtt_command_timeout_s`` or the body's ``timeout_s``) for the device's answer on
+``.../commands/{id}/response``. Desired attributes are stored in the registry and published
+retained on ``.../attributes/desired``, so a device gets them whenever it subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.platform import Platform
+from shopfloor.api.registry_routes import AUTH, E404, E422, ErrorBody, Responses
+from shopfloor.core.errors import BadInput, ShopfloorError
+from shopfloor.ingest.mqtt.service import MqttService
+from shopfloor.registry.service import TenantInfo
+
+router = APIRouter(prefix="/api/v1", tags=["mqtt"])
+
+E503: Responses = {503: {"model": ErrorBody, "description": "The MQTT endpoint is not running"}}
+E504: Responses = {504: {"model": ErrorBody, "description": "The device did not answer in time"}}
+
+
+class MqttUnavailable(ShopfloorError):
+    status_code = 503
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str | None = Field(None, description="Signal to write (with value).")
+    value: Any = Field(None, description="Value to write to the signal.")
+    method: str | None = Field(None, description="Method to call (with params).")
+    params: dict[str, Any] | None = Field(None, description="Arguments of the method.")
+    timeout_s: float | None = Field(None, gt=0, le=300, description="How long to wait.")
+
+
+class CommandOut(BaseModel):
+    id: str
+    ok: bool | None = None
+    value: Any = None
+    message: str | None = None
+
+
+def _service(platform: Platform) -> MqttService:
+    svc = platform.mqtt
+    if svc is None or not svc.started.is_set():
+        raise MqttUnavailable("the MQTT device endpoint is not running (see mqtt_mode)")
+    return svc
+
+
+@router.post(
+    "/devices/{name}/commands",
+    summary="Send a command to a device and wait for its response",
+    response_model=CommandOut,
+    responses={**AUTH, **E404, **E422, **E503, **E504},
+)
+async def send_command(
+    name: str,
+    body: CommandIn,
+    platform: Annotated[Platform, Depends(get_platform)],
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+) -> dict[str, Any]:
+    svc = _service(platform)
+    device = name
+    await asyncio.to_thread(platform.registry.get_device, tenant.id, device)  # 404 if unknown
+    if (body.signal is None) == (body.method is None):
+        raise BadInput("send either 'signal' (with 'value') or 'method' (with 'params')", "body")
+    payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
+    response = await svc.command(tenant.name, device, payload, body.timeout_s)
+    return {
+        "id": response["id"],
+        "ok": response.get("ok") if isinstance(response.get("ok"), bool) else None,
+        "value": response.get("value"),
+        "message": response.get("message") if isinstance(response.get("message"), str) else None,
+    }
+
+
+@router.put(
+    "/devices/{name}/attributes/desired",
+    summary="Set a device's desired attributes (published retained to the device)",
+    responses={**AUTH, **E404, **E422, **E503},
+)
+async def put_desired(
+    name: str,
+    attrs: dict[str, Any],
+    platform: Annotated[Platform, Depends(get_platform)],
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+) -> dict[str, Any]:
+    svc = _service(platform)
+    device = name
+    await asyncio.to_thread(platform.registry.get_device, tenant.id, device)
+    await asyncio.to_thread(platform.credentials.set_desired_attributes, tenant.id, device, attrs)
+    await svc.publish_desired(tenant.name, device, attrs)
+    return attrs
+
+
+@router.get("/mqtt/stats", summary="MQTT endpoint figures and rejected messages per device")
+async def mqtt_stats(
+    platform: Annotated[Platform, Depends(get_platform)],
+    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+) -> dict[str, object]:
+    if platform.mqtt is None:
+        return {"mode": "off", "running": False}
+    stats = platform.mqtt.stats()
+    rejected = stats.get("rejected", [])
+    assert isinstance(rejected, list)
+    # A tenant sees its own devices' rejections only.
+    stats["rejected"] = [r for r in rejected if r["tenant"] == tenant.name]
+    return stats

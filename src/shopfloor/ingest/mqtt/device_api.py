@@ -1,0 +1,147 @@
+"""The JSON device API over MQTT: topics, telemetry forms, attributes and command responses.
+
+Topics (``sf/v1/{tenant}/{device}/...``, see docs/mqtt.md):
+
+- ``telemetry``: ``{"temp": 21.5}`` (server time), ``{"ts": 1767225600000, "values": {...}}``
+  (one instant), or any body ``POST /api/v1/ingest`` takes, the device taken from the topic;
+- ``attributes``: a JSON object of client-reported attributes;
+- ``commands/{id}/response``: ``{"ok": true, "value": ..., "message": ...}``.
+
+Every telemetry form is rewritten into a body for :func:`decode_json`, so the rules (types,
+timestamps, all-or-nothing) are those of the HTTP ingest API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shopfloor.core.errors import BadInput, Malformed
+from shopfloor.ingest.decode import Columns, decode_json
+
+PREFIX: Final = "sf/v1/"
+HTTP_FORM_KEYS: Final = frozenset({"points", "signal"})
+
+# The platform's subscriptions to the JSON API (the device side of each topic).
+SUBSCRIPTIONS: Final = (
+    "sf/v1/+/+/telemetry",
+    "sf/v1/+/+/attributes",
+    "sf/v1/+/+/commands/+/response",
+)
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    tenant: str
+    device: str
+    kind: str  # telemetry | attributes | response
+    command_id: str | None = None
+
+
+def parse_topic(topic: str) -> DeviceTopic | None:
+    """The device topic a message came on, or None when it is none of the device API's."""
+    if not topic.startswith(PREFIX):
+        return None
+    parts = topic[len(PREFIX) :].split("/")
+    if len(parts) < 3 or not parts[0] or not parts[1]:
+        return None
+    tenant, device, rest = parts[0], parts[1], parts[2:]
+    if rest == ["telemetry"]:
+        return DeviceTopic(tenant, device, "telemetry")
+    if rest == ["attributes"]:
+        return DeviceTopic(tenant, device, "attributes")
+    if len(rest) == 3 and rest[0] == "commands" and rest[2] == "response" and rest[1]:
+        return DeviceTopic(tenant, device, "response", rest[1])
+    return None
+
+
+def desired_topic(tenant: str, device: str) -> str:
+    return f"{PREFIX}{tenant}/{device}/attributes/desired"
+
+
+def command_topic(tenant: str, device: str, command_id: str) -> str:
+    return f"{PREFIX}{tenant}/{device}/commands/{command_id}"
+
+
+def load_object(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Malformed(f"malformed JSON: {exc}", "payload") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{what} must be a JSON object, got {type(doc).__name__}", "payload")
+    return doc
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise BadInput(
+        f"signal {name!r}: a value must be a number, boolean or string, got {type(value).__name__}",
+        f"values.{name}",
+    )
+
+
+def telemetry_columns(payload: bytes, device: str, max_points: int) -> Columns:
+    """Decode one telemetry message into columns for ``device`` (all or nothing)."""
+    doc = load_object(payload, "telemetry")
+    if not doc:
+        raise BadInput("telemetry holds no values", "payload")
+    if HTTP_FORM_KEYS & doc.keys() or ("values" in doc and isinstance(doc.get("ts"), list)):
+        sent = doc.get("device")
+        if sent is not None and sent != device:
+            raise BadInput(f"device {sent!r} differs from the topic's device {device!r}", "device")
+        body = {**doc, "device": device}
+    elif "values" in doc:
+        values = doc["values"]
+        if not isinstance(values, dict) or not values:
+            raise BadInput("must be an object of signal name -> value", "values")
+        ts = doc.get("ts")
+        if ts is None:
+            ts = int(time.time() * 1000)
+        body = {
+            "device": device,
+            "ts": [ts],
+            "ts_unit": doc.get("ts_unit", "ms"),
+            "values": {k: [_scalar(k, v)] for k, v in values.items()},
+        }
+    else:
+        body = {
+            "device": device,
+            "ts": [int(time.time() * 1000)],
+            "values": {k: [_scalar(k, v)] for k, v in doc.items()},
+        }
+    cols = decode_json(orjson.dumps(body), max_points)
+    for name in cols.signal_names():
+        # "other-device/signal" would write into another device's signals: the topic is the
+        # only device a message may carry (the broker checked it against the sender).
+        if "/" in name:
+            raise BadInput(f"signal {name!r}: names on MQTT must not contain '/'", "signal")
+    return cols
+
+
+class CommandWaiters:
+    """Command calls waiting for their device's response, matched by command id."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+
+    def expect(self, tenant: str, device: str, command_id: str) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[(tenant, device, command_id)] = fut
+        return fut
+
+    def forget(self, tenant: str, device: str, command_id: str) -> None:
+        self._waiting.pop((tenant, device, command_id), None)
+
+    def resolve(self, tenant: str, device: str, command_id: str, response: dict[str, Any]) -> bool:
+        """Hand a response to its waiting call; False when nobody waits for it (late, unknown)."""
+        fut = self._waiting.pop((tenant, device, command_id), None)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(response)
+        return True

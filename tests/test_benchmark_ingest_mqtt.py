@@ -128,12 +128,6 @@ def test_tiny_run_stores_every_frame_point(tiny_run: tuple[int, dict[str, Any], 
     assert not list(work.iterdir()), "the work folder was not removed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the platform stamps server time in whole milliseconds "
-    "(ingest/mqtt/device_api.py), so a device's messages received in the same millisecond "
-    "overwrite each other; remove this mark once server time has ns resolution",
-)
 def test_tiny_run_stores_every_single_point(
     tiny_run: tuple[int, dict[str, Any], str, Path],
 ) -> None:

@@ -91,6 +91,11 @@ def decode_json(body: bytes, max_points: int) -> Columns:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Malformed(f"malformed JSON: {exc}", "body") from None
+    return decode_doc(doc, max_points)
+
+
+def decode_doc(doc: Any, max_points: int) -> Columns:
+    """Like decode_json, for a body already parsed (MQTT looks at it before it knows the form)."""
     if not isinstance(doc, dict):
         raise BadInput(
             "expected a JSON object with 'points' or 'signal'/'ts'/'value' arrays", "body"

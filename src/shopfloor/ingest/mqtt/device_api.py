@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 
 from shopfloor.core.errors import BadInput, Malformed
-from shopfloor.ingest.decode import Columns, decode_json
+from shopfloor.ingest.decode import Columns, decode_doc
 
 PREFIX: Final = "sf/v1/"
 HTTP_FORM_KEYS: Final = frozenset({"points", "signal"})
@@ -67,6 +67,18 @@ def command_topic(tenant: str, device: str, command_id: str) -> str:
     return f"{PREFIX}{tenant}/{device}/commands/{command_id}"
 
 
+_last_server_ns = 0
+
+
+def server_now_ns() -> int:
+    """Receive time for a message without its own: strictly increasing, so two messages of a
+    device in the same clock tick (or across a clock step back) do not overwrite each other
+    (a duplicate (signal, ts) keeps the last write)."""
+    global _last_server_ns
+    _last_server_ns = max(time.time_ns(), _last_server_ns + 1)
+    return _last_server_ns
+
+
 def load_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(payload)
@@ -101,21 +113,20 @@ def telemetry_columns(payload: bytes, device: str, max_points: int) -> Columns:
         if not isinstance(values, dict) or not values:
             raise BadInput("must be an object of signal name -> value", "values")
         ts = doc.get("ts")
-        if ts is None:
-            ts = int(time.time() * 1000)
         body = {
             "device": device,
-            "ts": [ts],
-            "ts_unit": doc.get("ts_unit", "ms"),
+            "ts": [server_now_ns() if ts is None else ts],
+            "ts_unit": "ns" if ts is None else doc.get("ts_unit", "ms"),
             "values": {k: [_scalar(k, v)] for k, v in values.items()},
         }
     else:
         body = {
             "device": device,
-            "ts": [int(time.time() * 1000)],
+            "ts": [server_now_ns()],
+            "ts_unit": "ns",
             "values": {k: [_scalar(k, v)] for k, v in doc.items()},
         }
-    cols = decode_json(orjson.dumps(body), max_points)
+    cols = decode_doc(body, max_points)
     for name in cols.signal_names():
         # "other-device/signal" would write into another device's signals: the topic is the
         # only device a message may carry (the broker checked it against the sender).

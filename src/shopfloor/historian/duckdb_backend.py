@@ -323,6 +323,10 @@ class DuckDBHistorian:
         tables = [b for b, _ in items]
         try:
             data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            if data.num_rows < 64 * data.column(0).num_chunks:
+                # Many tiny writes (one-point messages): one record to log instead of hundreds
+                # (serialising a record costs the same for one row as for thousands).
+                data = data.combine_chunks()
             with self._wal_lock:
                 self._wal.append(data)
                 self._recent.add(self._wal.seq, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 # (tenant, device, names) so the registry is asked once per distinct set, not per batch.
 _CACHE_SIZE: Final = 4096
 
+IdArray = npt.NDArray[np.int32]
+
 
 class Ingestor:
     def __init__(self, registry: Registry, historian: HistorianBackend) -> None:
@@ -35,6 +38,49 @@ class Ingestor:
 
     def to_batch(self, tenant: TenantInfo, cols: Columns) -> pa.Table:
         """Resolve names to ids (once per distinct set of signals) and build the point batch."""
+        point_ids = self.point_ids(tenant, cols)
+        return make_batch(tenant.id, point_ids, cols.ts, cols.value, cols.quality, cols.text)
+
+    def to_batch_many(
+        self, tenant: TenantInfo, parts: Sequence[tuple[Columns, IdArray]]
+    ) -> pa.Table:
+        """One point batch from many small decoded messages and their :meth:`point_ids`.
+
+        Building an Arrow batch costs tens of microseconds whatever its size, which decides
+        the rate of one-point MQTT messages; so messages that arrive together share one.
+        """
+        if len(parts) == 1:
+            cols, ids = parts[0]
+            return make_batch(tenant.id, ids, cols.ts, cols.value, cols.quality, cols.text)
+        quality = None
+        if any(c.quality is not None for c, _ in parts):
+            quality = np.concatenate(
+                [
+                    c.quality if c.quality is not None else np.zeros(len(c), np.uint32)
+                    for c, _ in parts
+                ]
+            )
+        text = None
+        if any(c.text is not None for c, _ in parts):
+            text = pa.concat_arrays(
+                [
+                    c.text.cast(pa.string())
+                    if c.text is not None
+                    else pa.nulls(len(c), pa.string())
+                    for c, _ in parts
+                ]
+            )
+        return make_batch(
+            tenant.id,
+            np.concatenate([ids for _, ids in parts]),
+            np.concatenate([c.ts for c, _ in parts]),
+            np.concatenate([c.value for c, _ in parts]),
+            quality,
+            text,
+        )
+
+    def point_ids(self, tenant: TenantInfo, cols: Columns) -> IdArray:
+        """The signal id of every point (registering new signals); checks the kinds."""
         names = cols.signal_names()
         key = (tenant.id, cols.device, names)
         with self._lock:
@@ -54,8 +100,8 @@ class Ingestor:
             mismatch &= cols.present_per_signal()
         if mismatch.any():
             self._type_error(names, ids, cols)
-        point_ids = ids[np.asarray(cols.signal.indices, dtype=np.int64)]
-        return make_batch(tenant.id, point_ids, cols.ts, cols.value, cols.quality, cols.text)
+        point_ids: IdArray = ids[np.asarray(cols.signal.indices, dtype=np.int64)]
+        return point_ids
 
     def _resolve(
         self, tenant: TenantInfo, cols: Columns, names: tuple[str, ...]

@@ -23,6 +23,7 @@ import orjson
 
 from shopfloor.core.errors import BadInput, Malformed, NotFound, ShopfloorError
 from shopfloor.ingest.mqtt import counters as c
+from shopfloor.ingest.mqtt.batcher import TelemetryBatcher
 from shopfloor.ingest.mqtt.broker import INTERNAL_USER, EmbeddedBroker, Gate, TlsFiles
 from shopfloor.ingest.mqtt.counters import BadInputCounters, FloodGate
 from shopfloor.ingest.mqtt.device_api import (
@@ -83,6 +84,7 @@ class MqttService:
         self.counters = BadInputCounters()
         self.flood = FloodGate(self.settings.mqtt_device_rate)
         self.commands = CommandWaiters()
+        self.batcher = TelemetryBatcher(platform.ingestor)
         self.broker: EmbeddedBroker | None = None
         self.gate: Gate | None = None
         self.subscriber: Subscriber | None = None
@@ -334,7 +336,7 @@ class MqttService:
         try:
             if dt.kind == "telemetry":
                 cols = telemetry_columns(payload, dt.device, self.settings.max_batch_points)
-                await self.platform.ingestor.ingest(tenant, cols)
+                await self.batcher.ingest(tenant, cols)
             elif dt.kind == "attributes":
                 attrs = load_object(payload, "attributes")
                 await asyncio.to_thread(

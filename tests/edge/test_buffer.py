@@ -380,7 +380,10 @@ def test_forwarding_while_appending_and_dropping_stays_consistent(folder: Path) 
     assert s.dropped_points > 0
     assert s.appended_points == 4 * 150 * 40
     assert s.forwarded_points + s.dropped_points + s.depth_points == s.appended_points
-    assert s.forwarded_points == len(got) * 40
+    # A reading dropped for space while the forwarder had it in hand counts as dropped, though
+    # it was handed over (the buffer cannot know whether its send succeeded): so the readings
+    # handed over lie between the forwarded count and that plus the dropped one.
+    assert s.forwarded_points <= len(got) * 40 <= s.forwarded_points + s.dropped_points
     assert len(set(got)) == len(got)  # nothing delivered twice
     for w in range(4):
         mine = [g for g in got if g // 1000 == w]

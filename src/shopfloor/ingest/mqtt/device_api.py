@@ -100,7 +100,10 @@ def _scalar(name: str, value: Any) -> Any:
 
 def telemetry_columns(payload: bytes, device: str, max_points: int) -> Columns:
     """Decode one telemetry message into columns for ``device`` (all or nothing)."""
-    doc = load_object(payload, "telemetry")
+    return _telemetry_doc(load_object(payload, "telemetry"), device, max_points)
+
+
+def _telemetry_doc(doc: dict[str, Any], device: str, max_points: int) -> Columns:
     if not doc:
         raise BadInput("telemetry holds no values", "payload")
     if HTTP_FORM_KEYS & doc.keys() or ("values" in doc and isinstance(doc.get("ts"), list)):
@@ -126,7 +129,56 @@ def telemetry_columns(payload: bytes, device: str, max_points: int) -> Columns:
             "ts_unit": "ns",
             "values": {k: [_scalar(k, v)] for k, v in doc.items()},
         }
-    cols = decode_doc(body, max_points)
+    return _checked(decode_doc(body, max_points))
+
+
+@dataclass(frozen=True, slots=True)
+class ShortTelemetry:
+    """A short-form message (``{"temp": 21.5}``), checked but not yet decoded: the short messages
+    of one flush are decoded together (:func:`decode_short`), as one columnar batch."""
+
+    device: str
+    names: list[str]
+    values: list[Any]
+    ts_ns: int
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def parse_telemetry(payload: bytes, device: str, max_points: int) -> Columns | ShortTelemetry:
+    """One telemetry message: the short form checked for :func:`decode_short`, every other form
+    decoded into columns now (all or nothing)."""
+    doc = load_object(payload, "telemetry")
+    if not doc or HTTP_FORM_KEYS & doc.keys() or "values" in doc:
+        return _telemetry_doc(doc, device, max_points)
+    names, values = [], []
+    for k, v in doc.items():
+        v = _scalar(k, v)
+        if v is None:  # as in the frame form: no sample of that signal
+            continue
+        if not k or "/" in k:
+            raise BadInput(f"signal {k!r}: names on MQTT must be non-empty, without '/'", "signal")
+        names.append(k)
+        values.append(v)
+    if not names:
+        raise BadInput("telemetry holds no values", "payload")
+    return ShortTelemetry(device, names, values, server_now_ns())
+
+
+def decode_short(items: list[ShortTelemetry], max_points: int) -> Columns:
+    """Short-form messages of several devices as one batch (names ``device/signal``)."""
+    signals: list[str] = []
+    ts: list[int] = []
+    values: list[Any] = []
+    for it in items:
+        signals.extend(f"{it.device}/{n}" for n in it.names)
+        ts.extend([it.ts_ns] * len(it.names))
+        values.extend(it.values)
+    return decode_doc({"signal": signals, "ts": ts, "ts_unit": "ns", "value": values}, max_points)
+
+
+def _checked(cols: Columns) -> Columns:
     for name in cols.signal_names():
         # "other-device/signal" would write into another device's signals: the topic is the
         # only device a message may carry (the broker checked it against the sender).

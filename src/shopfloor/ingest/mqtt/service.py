@@ -32,8 +32,8 @@ from shopfloor.ingest.mqtt.device_api import (
     command_topic,
     desired_topic,
     load_object,
+    parse_telemetry,
     parse_topic,
-    telemetry_columns,
 )
 from shopfloor.ingest.mqtt.subscriber import Endpoint, Subscriber
 
@@ -84,7 +84,9 @@ class MqttService:
         self.counters = BadInputCounters()
         self.flood = FloodGate(self.settings.mqtt_device_rate)
         self.commands = CommandWaiters()
-        self.batcher = TelemetryBatcher(platform.ingestor)
+        self.batcher = TelemetryBatcher(
+            platform.ingestor, max_batch_points=self.settings.max_batch_points
+        )
         self.broker: EmbeddedBroker | None = None
         self.gate: Gate | None = None
         self.subscriber: Subscriber | None = None
@@ -335,8 +337,8 @@ class MqttService:
             return
         try:
             if dt.kind == "telemetry":
-                cols = telemetry_columns(payload, dt.device, self.settings.max_batch_points)
-                await self.batcher.ingest(tenant, cols)
+                item = parse_telemetry(payload, dt.device, self.settings.max_batch_points)
+                await self.batcher.ingest(tenant, item)
             elif dt.kind == "attributes":
                 attrs = load_object(payload, "attributes")
                 await asyncio.to_thread(

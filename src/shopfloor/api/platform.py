@@ -17,6 +17,7 @@ from shopfloor.historian.backend import HistorianBackend
 from shopfloor.historian.duckdb_backend import DuckDBHistorian
 from shopfloor.ingest.mqtt import MqttService
 from shopfloor.ingest.service import Ingestor
+from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
 from shopfloor.registry.service import Registry
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,6 @@ def load_admin_key(data_dir: Path) -> str:
     return key
 
 
-def _open_credentials(registry: Registry, data_dir: Path) -> Any:
-    """The device credentials (tokens, passwords, certificates) over the registry."""
-    try:
-        from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
-    except ImportError:  # built alongside; until it lands, MQTT devices cannot log in
-        log.warning("device credentials unavailable: MQTT logins are refused")
-        return None
-    return DeviceCredentials(registry, default_ca_dir(data_dir))
-
-
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
@@ -76,7 +67,8 @@ class Platform:
         self.registry.upgrade()
         self.historian = open_historian(settings)
         self.ingestor = Ingestor(self.registry, self.historian)
-        self.credentials: Any = _open_credentials(self.registry, settings.data_dir)
+        # Device credentials (tokens, passwords, certificates) over the registry.
+        self.credentials = DeviceCredentials(self.registry, default_ca_dir(settings.data_dir))
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +47,36 @@ def get_credentials(
 
 
 Creds = Annotated[DeviceCredentials, Depends(get_credentials)]
+
+
+# --- keeping an external broker in step ---------------------------------------------------------
+# With an external Mosquitto the broker itself checks logins and topics (its dynamic-security
+# plugin), so a credential is pushed there when its secret is known, at creation, and deleted
+# when it is revoked. These routes are plain functions (FastAPI runs them in a worker thread);
+# the MQTT service lives on the event loop, reached through anyio.from_thread.
+
+
+def _broker(request: Request) -> Any:
+    platform = getattr(request.app.state, "platform", None)
+    mqtt = getattr(platform, "mqtt", None)
+    return mqtt if mqtt is not None and getattr(mqtt, "syncs_broker", False) else None
+
+
+def _push(request: Request, creds: DeviceCredentials, username: str, password: str | None) -> None:
+    mqtt = _broker(request)
+    if mqtt is None:
+        return
+    identity = creds.authenticate(username, password)
+    if identity is not None:  # a token logs in to Mosquitto as username and password both
+        anyio.from_thread.run(mqtt.credential_issued, identity, username, password or username)
+
+
+def _pull(request: Request, credential_ids: set[int]) -> None:
+    mqtt = _broker(request)
+    if mqtt is not None and credential_ids:
+        anyio.from_thread.run(mqtt.credentials_revoked, credential_ids)
+
+
 Me = Annotated[TenantInfo, Depends(current_tenant)]
 
 
@@ -198,7 +229,9 @@ class SparkplugGroupIn(_In):
     responses={**AUTH, **E404, **E409, **E422},
     tags=["device credentials"],
 )
-def create_credential(name: str, body: CredentialIn, me: Me, creds: Creds) -> CredentialCreated:
+def create_credential(
+    name: str, body: CredentialIn, me: Me, creds: Creds, request: Request
+) -> CredentialCreated:
     if body.kind == "password" and (body.username is None or body.password is None):
         raise BadInput("kind password needs username and password", "username")
     if body.kind != "password" and (body.username or body.password) is not None:
@@ -208,10 +241,12 @@ def create_credential(name: str, body: CredentialIn, me: Me, creds: Creds) -> Cr
     out: dict[str, Any] = {}
     if body.kind == "token":
         out["token"] = creds.issue_token(me.id, name)
+        _push(request, creds, out["token"], None)
     elif body.kind == "password":
         assert body.username is not None
         assert body.password is not None
         creds.set_password(me.id, name, body.username, body.password)
+        _push(request, creds, body.username, body.password)
     elif body.certificate_pem is not None:
         creds.register_certificate(me.id, name, body.certificate_pem.encode())
     else:
@@ -244,10 +279,13 @@ def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
     responses={**AUTH, **E404},
     tags=["device credentials"],
 )
-def revoke_credential(name: str, credential_id: int, me: Me, creds: Creds) -> Response:
+def revoke_credential(
+    name: str, credential_id: int, me: Me, creds: Creds, request: Request
+) -> Response:
     if credential_id not in {c.id for c in creds.list_credentials(me.id, name)}:
         raise NotFound(f"credential {credential_id} of device {name!r} not found")
     creds.revoke(me.id, credential_id)
+    _pull(request, {credential_id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -257,8 +295,11 @@ def revoke_credential(name: str, credential_id: int, me: Me, creds: Creds) -> Re
     responses={**AUTH, **E404},
     tags=["device credentials"],
 )
-def revoke_device(name: str, me: Me, creds: Creds) -> Revoked:
-    return Revoked(revoked=creds.revoke_device(me.id, name))
+def revoke_device(name: str, me: Me, creds: Creds, request: Request) -> Revoked:
+    live = {c.id for c in creds.list_credentials(me.id, name) if not c.revoked}
+    revoked = creds.revoke_device(me.id, name)
+    _pull(request, live)
+    return Revoked(revoked=revoked)
 
 
 def _cred(c: CredentialInfo) -> CredentialOut:
@@ -324,7 +365,7 @@ def revoke_provisioning_key(name: str, me: Me, creds: Creds) -> Response:
     responses=PROVISION_ERRORS,
     tags=["provisioning"],
 )
-def provision(body: ProvisionIn, creds: Creds) -> ProvisionOut:
+def provision(body: ProvisionIn, creds: Creds, request: Request) -> ProvisionOut:
     r = creds.provision(
         body.key,
         body.device,
@@ -332,6 +373,10 @@ def provision(body: ProvisionIn, creds: Creds) -> ProvisionOut:
         username=body.username,
         password=body.password,
     )
+    if r.token is not None:
+        _push(request, creds, r.token, None)
+    elif r.username is not None and r.password is not None:
+        _push(request, creds, r.username, r.password)
     pem = (
         {}
         if r.certificate_pem is None

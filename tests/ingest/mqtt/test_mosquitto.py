@@ -119,3 +119,51 @@ def test_pushed_acls_say_what_topic_allowed_says(tmp_path: Path) -> None:
             assert topic_allowed(identity, pattern, "subscribe"), pattern
     finally:
         platform.close()
+
+
+def test_credentials_from_the_api_reach_mosquitto(
+    tmp_path: Path, dynsec_mosquitto: Mosquitto
+) -> None:
+    """A token issued and revoked through the HTTP API is pushed into and deleted from an
+    external Mosquitto, which then decides the device's logins and topics itself."""
+    broker = dynsec_mosquitto
+
+    async def scenario() -> None:
+        env = await external_env(
+            tmp_path,
+            broker,
+            mqtt_url=f"mqtt://platform:platform-secret-1@127.0.0.1:{broker.port}",
+            mqtt_dynsec_url=f"mqtt://admin:admin-secret-1@127.0.0.1:{broker.port}",
+        )
+        try:
+            async with env.http() as http:
+                r = await http.post("/api/v1/devices/press-01/credentials", json={"kind": "token"})
+                assert r.status_code == 201, r.text
+                token, cid = r.json()["token"], r.json()["credential"]["id"]
+                r = await http.post(
+                    "/api/v1/devices/press-02/credentials",
+                    json={"kind": "password", "username": "press-02", "password": "pw-press-02"},
+                )
+                assert r.status_code == 201, r.text
+                dev = env.device(token, token)
+                assert await dev.connect() == 0
+                await dev.publish("sf/v1/acme/press-01/telemetry", b'{"temp": 4.5}')
+                assert await env.wait_values(env.acme, "press-01", "temp") == [4.5]
+                other = env.device("press-02", "pw-press-02")
+                assert await other.connect() == 0
+                # Mosquitto applies the pushed ACLs: press-02 cannot write as press-01
+                await other.publish("sf/v1/acme/press-01/telemetry", b'{"temp": 9.5}')
+                await other.publish("sf/v1/acme/press-02/telemetry", b'{"temp": 5.5}')
+                assert await env.wait_values(env.acme, "press-02", "temp") == [5.5]
+                assert env.values(env.acme, "press-01", "temp") == [4.5]
+                r = await http.delete(f"/api/v1/devices/press-01/credentials/{cid}")
+                assert r.status_code == 204
+                await eventually(lambda: dev.disconnected.is_set(), "Mosquitto dropping press-01")
+                assert await env.device(token, token).connect() != 0
+                r = await http.delete("/api/v1/devices/press-02/credentials")
+                assert r.json()["revoked"] == 1
+                await eventually(lambda: other.disconnected.is_set(), "Mosquitto dropping press-02")
+        finally:
+            await close_env(env)
+
+    run(scenario(), timeout=90)

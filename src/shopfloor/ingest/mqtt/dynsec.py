@@ -39,6 +39,9 @@ class DynSecError(ShopfloorError):
     status_code = 502
 
 
+CREDENTIAL_TAG = "credential "
+
+
 def device_role(tenant: str, device: str) -> str:
     return f"sf:{tenant}:{device}"
 
@@ -128,7 +131,9 @@ class DynSec:
                     "command": "createClient",
                     "username": username,
                     "password": password,
-                    "textname": f"{identity.tenant}/{identity.device}",
+                    # names the credential, so a token (stored hashed) can be found to revoke
+                    "textname": f"{identity.tenant}/{identity.device} {CREDENTIAL_TAG}"
+                    f"{identity.credential_id}",
                     "roles": [{"rolename": role}],
                 }
             ]
@@ -137,6 +142,20 @@ class DynSec:
     async def revoke(self, username: str) -> None:
         """Delete a device login; Mosquitto disconnects a client that is using it."""
         await self.send([{"command": "deleteClient", "username": username}], _IDEMPOTENT)
+
+    async def revoke_credentials(self, credential_ids: set[int]) -> int:
+        """Delete the logins pushed for these credentials (found by their text name, since the
+        platform keeps only a token's hash); returns how many were deleted."""
+        (listed,) = await self.send([{"command": "listClients", "verbose": True}])
+        clients = (listed.get("data") or {}).get("clients") or []
+        doomed = []
+        for client in clients:
+            _, tag, cid = str(client.get("textname") or "").rpartition(" " + CREDENTIAL_TAG)
+            if tag and cid.isdigit() and int(cid) in credential_ids:
+                doomed.append(client["username"])
+        for username in doomed:
+            await self.revoke(username)
+        return len(doomed)
 
     async def _role(self, role: str, acls: list[tuple[str, str]]) -> None:
         await self.send([{"command": "deleteRole", "rolename": role}], _IDEMPOTENT)

@@ -297,6 +297,16 @@ class MqttService:
         if self.dynsec is not None:
             await self.dynsec.revoke(username)
 
+    async def credentials_revoked(self, credential_ids: set[int]) -> None:
+        """Remove revoked credentials, by id, from an external Mosquitto."""
+        if self.dynsec is not None and credential_ids:
+            await self.dynsec.revoke_credentials(credential_ids)
+
+    @property
+    def syncs_broker(self) -> bool:
+        """Whether credentials must be pushed into the broker (external Mosquitto)."""
+        return self.dynsec is not None
+
     def stats(self) -> dict[str, object]:
         return {
             "mode": self.settings.mqtt_mode,

@@ -26,6 +26,11 @@ def test_a_device_uses_only_its_own_topics(env_factory: Any) -> None:
             # The good message came after the forbidden ones and is stored: they were dropped.
             assert env.values(env.acme, "press-02", "temp") == []
             assert env.values(env.other, "press-01", "temp") == []
+            # the sender is not told (no negative PUBACK in MQTT 3.1.1); the counters are
+            refused = [r for r in env.mqtt.stats()["rejected"] if r["reason"] == "forbidden_topic"]
+            assert refused == [
+                {"tenant": "acme", "device": "press-01", "reason": "forbidden_topic", "count": 2}
+            ]
             assert await dev.subscribe("sf/v1/acme/press-02/commands/+") == [SUBACK_FAILURE]
             assert await dev.subscribe("sf/v1/#") == [SUBACK_FAILURE]
             assert await dev.subscribe("sf/v1/acme/+/commands/+") == [SUBACK_FAILURE]

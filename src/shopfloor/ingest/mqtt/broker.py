@@ -67,6 +67,9 @@ class Gate:
         self.internal_password = secrets.token_urlsafe(32)
         self.identities: dict[str, Any] = {}
         self.broker: EmbeddedBroker | None = None
+        # Told of every PUBLISH refused: MQTT 3.1.1 has no negative PUBACK, so the sender
+        # never learns of it, and the platform's counters are where it shows.
+        self.on_refused: Callable[[Any, str], None] | None = None
 
     async def login(self, session: Session) -> bool:
         client_id = session.client_id or ""
@@ -113,9 +116,10 @@ class Gate:
             return False
         # Delivery to a subscriber is checked like its subscription: a client id taken over
         # by another device does not inherit the first one's subscriptions.
-        return self.topic_allowed(
-            identity, topic, "publish" if action == "publish" else "subscribe"
-        )
+        ok = self.topic_allowed(identity, topic, "publish" if action == "publish" else "subscribe")
+        if not ok and action == "publish" and self.on_refused is not None:
+            self.on_refused(identity, topic)
+        return ok
 
     def drop_revoked(self) -> int:
         """Disconnect every client whose credential is no longer valid; returns how many."""

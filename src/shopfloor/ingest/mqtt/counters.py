@@ -23,6 +23,7 @@ RATE: Final = "rate_limited"
 UNKNOWN_TOPIC: Final = "unknown_topic"
 UNKNOWN_TENANT: Final = "unknown_tenant"
 NO_SPARKPLUG_HOST: Final = "no_sparkplug_host"
+FORBIDDEN_TOPIC: Final = "forbidden_topic"  # the embedded broker refused the PUBLISH
 
 
 class BadInputCounters:

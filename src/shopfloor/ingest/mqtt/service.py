@@ -174,6 +174,9 @@ class MqttService:
         if credentials is None:
             raise RuntimeError("the embedded MQTT broker needs the platform's device credentials")
         self.gate = Gate(credentials, topic_allowed)
+        self.gate.on_refused = lambda identity, topic: self.counters.reject(
+            identity.tenant, identity.device, c.FORBIDDEN_TOPIC, f"publish to {topic!r} refused"
+        )
         host = self.settings.mqtt_host
         tls = self._tls_files() if self.settings.mqtt_tls_port is not None else None
         self.broker = await start_broker(self.gate, host, self.settings.mqtt_port, tls)

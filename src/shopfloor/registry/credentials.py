@@ -586,6 +586,16 @@ class DeviceCredentials:
             identity = _identity(s, row)
         return ProvisionResult(identity, credential, created, **result)
 
+    def provisioning_key_usable(self, key: str) -> bool:
+        """Whether ``key`` would provision a device now (known, not revoked, expired or used up);
+        the embedded broker lets such a login do nothing but ask for its credentials."""
+        with self.registry._read() as s:
+            try:
+                self._usable_key(s, key, self._clock())
+            except (Unauthorized, Forbidden):
+                return False
+        return True
+
     def _usable_key(self, s: Session, key: str, now: datetime) -> ProvisioningKey:
         pk = s.scalar(select(ProvisioningKey).where(ProvisioningKey.key_hash == hash_api_key(key)))
         if pk is None or pk.revoked_at is not None:

@@ -43,6 +43,7 @@ class Credentials(Protocol):
     def authenticate(self, username: str, password: str | None) -> Any: ...
     def authenticate_certificate(self, cert_der: bytes) -> Any: ...
     def is_valid(self, identity: Any) -> bool: ...
+    def provisioning_key_usable(self, key: str) -> bool: ...
 
 
 TopicAllowed = Callable[[Any, str, Any], bool]
@@ -56,6 +57,21 @@ class _Internal:
 
 
 INTERNAL: Final = _Internal()
+
+
+# Zero-touch provisioning over MQTT: a device logs in with this username and a provisioning
+# key as password, publishes to sf/v1/provision/<its client id>/request and gets its own
+# credential on .../response (the only two topics such a login may use).
+PROVISION_USER: Final = "provision"
+
+
+def provision_topic(client_id: str, what: str) -> str:
+    return f"sf/v1/provision/{client_id}/{what}"
+
+
+@dataclass(frozen=True)
+class ProvisioningLogin:
+    key: str
 
 
 class Gate:
@@ -74,6 +90,14 @@ class Gate:
     async def login(self, session: Session) -> bool:
         client_id = session.client_id or ""
         username, password = session.username, session.password
+        if username == PROVISION_USER and session.ssl_object is None:
+            key = password or ""
+            usable = await asyncio.to_thread(self.credentials.provisioning_key_usable, key)
+            if usable:
+                self.identities[client_id] = ProvisioningLogin(key)
+            else:
+                log.info("MQTT provisioning login refused for client id %r", client_id)
+            return bool(usable)
         if username == INTERNAL_USER:
             ok = password is not None and hmac.compare_digest(
                 password.encode(), self.internal_password.encode()
@@ -109,6 +133,10 @@ class Gate:
             return False
         if identity is INTERNAL:
             return True
+        if isinstance(identity, ProvisioningLogin):  # its own request and response topic only
+            return topic == provision_topic(
+                client_id, "request" if action == "publish" else "response"
+            )
         if not self.credentials.is_valid(identity):
             self.identities.pop(client_id, None)
             if self.broker is not None:
@@ -125,6 +153,8 @@ class Gate:
         """Disconnect every client whose credential is no longer valid; returns how many."""
         dropped = 0
         for client_id, identity in list(self.identities.items()):
+            if isinstance(identity, ProvisioningLogin):
+                continue  # checked again when it asks for its credential
             if identity is not INTERNAL and not self.credentials.is_valid(identity):
                 self.identities.pop(client_id, None)
                 if self.broker is not None:

@@ -24,7 +24,14 @@ import orjson
 from shopfloor.core.errors import BadInput, Malformed, NotFound, ShopfloorError
 from shopfloor.ingest.mqtt import counters as c
 from shopfloor.ingest.mqtt.batcher import TelemetryBatcher
-from shopfloor.ingest.mqtt.broker import INTERNAL_USER, EmbeddedBroker, Gate, TlsFiles
+from shopfloor.ingest.mqtt.broker import (
+    INTERNAL_USER,
+    EmbeddedBroker,
+    Gate,
+    ProvisioningLogin,
+    TlsFiles,
+    provision_topic,
+)
 from shopfloor.ingest.mqtt.counters import BadInputCounters, FloodGate
 from shopfloor.ingest.mqtt.device_api import (
     SUBSCRIPTIONS,
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 
 SPARKPLUG_PREFIX: Final = "spBv1.0/"
 SPARKPLUG_SUBSCRIPTION: Final = "spBv1.0/#"
+PROVISION_PREFIX: Final = "sf/v1/provision/"
+PROVISION_SUBSCRIPTION: Final = "sf/v1/provision/+/request"
 REVOCATION_POLL_S: Final = 1.0
 
 
@@ -110,6 +119,7 @@ class MqttService:
         if mode == "embedded":
             endpoint = await self._start_embedded()
             client_id = "shopfloor-platform"
+            topics.append(PROVISION_SUBSCRIPTION)  # provisioning logins: embedded broker only
         else:
             if not self.settings.mqtt_url:
                 raise BadInput("mqtt_mode external needs mqtt_url", "mqtt_url")
@@ -326,6 +336,9 @@ class MqttService:
         if topic.startswith(SPARKPLUG_PREFIX):
             await self._sparkplug(topic, payload)
             return
+        if topic.startswith(PROVISION_PREFIX):
+            await self._provision(topic, payload)
+            return
         dt = parse_topic(topic)
         if dt is None:
             self.counters.reject("?", "?", c.UNKNOWN_TOPIC, f"topic {topic!r}")
@@ -372,6 +385,37 @@ class MqttService:
             self.counters.reject(dt.tenant, dt.device, c.INVALID, str(exc))
             return
         self.counters.accepted_messages += 1
+
+    async def _provision(self, topic: str, payload: bytes) -> None:
+        """``sf/v1/provision/<client id>/request`` from a provisioning login: register the
+        device with that login's key and answer its credential on ``.../response``."""
+        parts = topic.split("/")
+        if len(parts) != 5 or parts[4] != "request" or self.gate is None:
+            self.counters.reject("?", "?", c.UNKNOWN_TOPIC, f"topic {topic!r}")
+            return
+        client_id = parts[3]
+        login = self.gate.identities.get(client_id)
+        if not isinstance(login, ProvisioningLogin):
+            self.counters.reject("?", client_id, c.INVALID, "not a provisioning login")
+            return
+        answer: dict[str, Any]
+        try:
+            req = load_object(payload, "a provisioning request")
+            device, credential = req.get("device"), req.get("credential", "token")
+            if not isinstance(device, str) or credential not in ("token", "password"):
+                raise BadInput('send {"device": NAME, "credential": "token"|"password"}', "payload")
+            r = await asyncio.to_thread(
+                self.platform.credentials.provision, login.key, device, credential=credential
+            )
+            answer = {"ok": True, "tenant": r.identity.tenant, "device": r.identity.device}
+            answer |= {"credential": r.credential, "created": r.created}
+            answer |= {k: v for k in ("token", "username", "password") if (v := getattr(r, k))}
+        except ShopfloorError as exc:
+            if exc.status_code >= 500:
+                raise
+            self.counters.reject("?", client_id, c.INVALID, f"provisioning: {exc}")
+            answer = {"ok": False, "error": str(exc)}
+        await self.publish(provision_topic(client_id, "response"), orjson.dumps(answer), qos=1)
 
     async def _sparkplug(self, topic: str, payload: bytes) -> None:
         group = topic.split("/", 2)[1] if topic.count("/") >= 1 else "?"

@@ -8,7 +8,6 @@ Without Mosquitto the tests skip locally and fail under CI=true.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,19 +21,14 @@ import pytest
 from benchmarks.ingest_mqtt import MOSQUITTO, Mosquitto, Plan, _remaining_length, publish_all
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.services import require
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def require_mosquitto() -> None:
-    if not MOSQUITTO.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{MOSQUITTO} is required when CI=true")
-        pytest.skip(f"{MOSQUITTO} is not installed")
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    require_mosquitto()
+    require(f"Mosquitto ({MOSQUITTO})", MOSQUITTO.exists())
     b = Mosquitto(tmp_path / "broker")
     yield b
     b.stop()
@@ -95,7 +89,7 @@ def test_raw_publisher_delivers_exact_messages_at_qos1(broker: Mosquitto) -> Non
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], str, Path]:
     """One tiny run for the tests below: (exit status, the JSON line, stderr, work folder)."""
-    require_mosquitto()
+    require(f"Mosquitto ({MOSQUITTO})", MOSQUITTO.exists())
     work = tmp_path_factory.mktemp("ingest-mqtt")
     args = ["--quick", "--messages", "200", "--single-messages", "400", "--devices", "8"]
     args += ["--publishers", "2", "--data-dir", str(work)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,10 @@ import numpy as np
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.config import Settings
+from tests.services import free_port
 
 SIGNALS = 50
 PER_BATCH = 10  # timestamps per signal per batch -> 500 points
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -58,7 +52,7 @@ def test_acknowledged_batches_survive_kill_9(tmp_path: Path) -> None:
     platform = Platform(Settings(data_dir=tmp_path))
     tenant, key = platform.registry.create_tenant("acme")
     platform.close()
-    port = _free_port()
+    port = free_port()
     proc = _start_server(tmp_path, port)
     base_ms = (int(time.time()) - 3600) * 1000
     acked: list[int] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from shopfloor.edge.config import ConnectorSection, load_edge_config
 from shopfloor.edge.connector import Connector
 from shopfloor.edge.model import Reading
 from shopfloor.edge.runtime import Gateway
+from tests.services import free_port
 
 runner = CliRunner()
 
@@ -48,12 +48,6 @@ connectors:
             points:
               - {{name: temp, table: holding, address: 0, type: float32}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -133,7 +127,7 @@ class OnePoll(Connector):
 def _run_gateway_briefly(tmp_path: Path) -> Path:
     """A real gateway whose platform is unreachable: its buffer fills, its status file says so."""
     text = (
-        MODBUS.format(port=_free_port(), period=1).split("connectors:")[0]
+        MODBUS.format(port=free_port(), period=1).split("connectors:")[0]
         + "status: {interval: 0.1}\n"
     )
     path = write(tmp_path, text)
@@ -208,7 +202,7 @@ def test_status_without_a_status_file(tmp_path: Path) -> None:
 
 def test_browse_reports_an_unreachable_server(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["browse", f"opc.tcp://127.0.0.1:{_free_port()}", "--out", str(tmp_path / "x.yaml")]
+        app, ["browse", f"opc.tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "x.yaml")]
     )
     assert result.exit_code == 1
     assert "browsing opc.tcp://127.0.0.1:" in result.output

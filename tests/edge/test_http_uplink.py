@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,7 @@ from shopfloor.edge.config import HttpUplinkConfig
 from shopfloor.edge.model import Reading, bad_reading
 from shopfloor.edge.uplink import UplinkError
 from shopfloor.edge.uplinks.http import HttpUplink, encode_batch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.services import free_port
 
 
 class Platform:
@@ -40,7 +34,7 @@ class Platform:
         real = Real(Settings(data_dir=data_dir))
         _, self.key = real.registry.create_tenant("acme")
         real.close()
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "shopfloor.cli.main", "up", "--data-dir", str(data_dir)]
         with (data_dir / "server.log").open("ab") as out:
@@ -194,7 +188,7 @@ def test_wrong_key_is_retried_not_quarantined(platform: Platform, tmp_path: Path
 
 def test_unreachable_platform_raises_uplink_error(tmp_path: Path) -> None:
     async def go() -> None:
-        up = HttpUplink(config(f"http://127.0.0.1:{_free_port()}"), data_dir=tmp_path)
+        up = HttpUplink(config(f"http://127.0.0.1:{free_port()}"), data_dir=tmp_path)
         await up.start()  # must not raise although nothing listens
         with pytest.raises(UplinkError, match="unreachable"):
             await up.send([reading("x", 1, [1.0])], historical=False)

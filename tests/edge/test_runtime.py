@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from shopfloor.edge.model import Reading, WriteRequest, WriteResult
 from shopfloor.edge.runtime import Gateway
 from shopfloor.edge.status import read_status
 from shopfloor.edge.uplinks.http import HttpUplink
+from tests.services import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -110,12 +110,6 @@ def lookup(domain: str) -> type[Connector]:
 
 
 # --- the real platform -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PlatformProc:
     data_dir: Path

@@ -21,7 +21,7 @@ from shopfloor.edge.connectors.mqtt_json.config import MqttJsonConfig
 from shopfloor.edge.connectors.mqtt_json.connector import MqttJsonConnector
 from shopfloor.edge.model import Reading, WriteRequest
 
-from .conftest import Device, Mosquitto
+from .conftest import Device, mosquitto_at
 
 TS_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 
@@ -371,7 +371,7 @@ def test_write_without_commands_or_broker_is_refused() -> None:
 
 
 def test_reconnects_and_resubscribes_after_a_broker_restart(tmp_path: Path) -> None:
-    mosquitto = Mosquitto(tmp_path)
+    mosquitto = mosquitto_at(tmp_path)
     mosquitto.start()
     sub = {"topic": "t8/{device}", "mapping": {"values": {"v": "v"}}}
     cfg = make(

@@ -28,14 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shopfloor.edge.model import Reading
+from tests.services import free_port
 
 CLIENT_URI = "urn:shopfloor:edge:opcua-client"  # what the connector's client calls itself
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

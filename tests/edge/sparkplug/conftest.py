@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import MOSQUITTO, Broker, Recorder, Uplinks, require
+from tests.services import MOSQUITTO, require
+
+from .helpers import Broker, Recorder, Uplinks
 
 
 @pytest.fixture

@@ -9,79 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shopfloor.edge.model import Reading
 from shopfloor.edge.uplinks.sparkplug import SparkplugUplink, SparkplugUplinkConfig
+from tests.services import Mosquitto
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def require(what: str, ok: bool) -> None:
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required when CI=true")
-    pytest.skip(f"{what} is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """Mosquitto as a subprocess; stop() and start() again keep the port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.config = workdir / "mosquitto.conf"
-        # Started as root, mosquitto drops to its own user, which cannot write to tmp_path.
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            # Persistence keeps the recorder's session across a restart, so the messages sent
-            # while it reconnects are queued for it instead of lost.
-            f"persistence true\npersistence_location {workdir}/\n{user}"
-        )
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(MOSQUITTO), "-c", str(self.config)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within 10 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
+# The broker these tests start and stop (the shared Mosquitto with persistence, so the
+# recorder's session outlives a restart).
+Broker = Mosquitto
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,7 @@ Without Mosquitto the tests that need it skip locally and fail under CI=true.
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,26 +25,9 @@ from shopfloor.api.platform import Platform
 from shopfloor.core.config import Settings
 from shopfloor.ingest.mqtt import MqttService
 from shopfloor.registry.service import TenantInfo
+from tests.services import DYNSEC, MOSQUITTO, WAIT_S, Mosquitto, free_port, require
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
-MOSQUITTO_CTRL = Path("/usr/bin/mosquitto_ctrl")
-DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
-WAIT_S = 10.0
 T = TypeVar("T")
-
-
-def require(what: str, ok: bool) -> None:
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required when CI=true")
-    pytest.skip(f"{what} is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
@@ -259,59 +239,6 @@ class Device:
 
 
 # -- Mosquitto ---------------------------------------------------------------------------------
-
-
-class Mosquitto:
-    """Mosquitto as a subprocess with a temp config; optionally with dynamic security."""
-
-    def __init__(self, workdir: Path, dynsec_admin: tuple[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.log = workdir / "mosquitto.log"
-        user = "user root\n" if os.geteuid() == 0 else ""
-        conf = f"listener {self.port} 127.0.0.1\npersistence true\npersistence_location {workdir}/\n{user}"
-        if dynsec_admin is None:
-            conf += "allow_anonymous true\n"
-        else:
-            dynsec_file = workdir / "dynsec.json"
-            subprocess.run(
-                [str(MOSQUITTO_CTRL), "dynsec", "init", str(dynsec_file), *dynsec_admin],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-            conf += (
-                f"allow_anonymous false\nplugin {DYNSEC}\nplugin_opt_config_file {dynsec_file}\n"
-            )
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(conf)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(MOSQUITTO), "-c", str(self.config)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {WAIT_S} s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(WAIT_S)
-            self.proc = None
 
 
 @pytest.fixture

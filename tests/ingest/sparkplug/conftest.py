@@ -14,7 +14,8 @@ import pytest
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.config import Settings
-from tests.edge.sparkplug.helpers import MOSQUITTO, Broker, Recorder, Uplinks, require
+from tests.edge.sparkplug.helpers import Broker, Recorder, Uplinks
+from tests.services import MOSQUITTO, require
 
 from .helpers import HostHarness, Publisher
 

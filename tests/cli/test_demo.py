@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.test_crash_durability import _free_port
+from tests.services import free_port
 
 
 def test_demo_serves_a_simulated_factory(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "demo.log"
     cmd = [sys.executable, "-m", "shopfloor.cli.main", "demo", "--data-dir", str(tmp_path / "d"),
            "--port", str(port), "--backfill", "10m"]  # fmt: skip

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 import shopfloor
 from shopfloor.api import data_routes, device_routes, errors, mqtt_routes, registry_routes
-from shopfloor.api.ingest_endpoint import IngestFastPath, is_ingest, serve_ingest
+from shopfloor.api.ingest_endpoint import is_ingest, serve_ingest
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
 from shopfloor.core.config import Settings
@@ -71,7 +71,6 @@ def create_app(
     if platform is not None:
         app.state.platform = platform
     errors.install(app)
-    app.add_middleware(IngestFastPath)
     app.include_router(data_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(device_routes.router)

@@ -114,7 +114,8 @@ _INGEST_BODY: Final = {
     openapi_extra={"requestBody": _INGEST_BODY},
 )
 async def ingest(request: Request) -> Response:
-    # Requests reach this only without the IngestFastPath middleware (see ingest_endpoint).
+    # Normally answered before routing by app.ShopfloorApp (same rules: ingest_body); this
+    # route documents ingest and serves a request that reaches the router all the same.
     platform: Platform = request.app.state.platform
     check_length(request.headers.get("content-length"), platform.settings.max_body_bytes)
     body = await request.body()

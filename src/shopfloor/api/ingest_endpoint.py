@@ -2,8 +2,9 @@
 
 Routing, dependency solving and request objects cost about 0.2 ms per request in FastAPI,
 as much as decoding a 1,000-point frame batch. The ingest path is the one that carries the
-load, so it is answered here directly; FastAPI still documents it (data_routes.ingest) and
-serves every other route. Both call ``ingest_body``, so the rules are the same.
+load, so it is answered here directly (api.app.ShopfloorApp calls :func:`serve_ingest` before
+its middleware stack); FastAPI still documents it (data_routes.ingest) and serves every other
+route. Both call ``ingest_body``, so the rules are the same.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from shopfloor.api.errors import describe
 from shopfloor.api.platform import Platform
@@ -95,24 +96,6 @@ async def serve_ingest(platform: Platform, scope: Scope, receive: Receive, send:
         log.exception("ingest failed")
         status, payload = 500, {"error": {"type": "InternalError", "message": "internal error"}}
     await _respond(send, status, payload)
-
-
-class IngestFastPath:
-    """ASGI middleware answering POST /api/v1/ingest; everything else goes to the app.
-
-    The app (api.app.ShopfloorApp) calls :func:`serve_ingest` before its own middleware stack,
-    which costs about as much per request as the decode; this middleware stays for an app
-    mounted some other way.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_ingest(scope):
-            await self.app(scope, receive, send)
-            return
-        await serve_ingest(scope["app"].state.platform, scope, receive, send)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -10,6 +10,7 @@ loops over points in Python.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +23,7 @@ __all__ = ["Reading", "WriteRequest", "WriteResult", "bad_reading", "now_ns"]
 
 
 def now_ns() -> int:
-    import time
-
+    """Wall-clock time in ns UTC (core.timeutil has the same, but imports pyarrow)."""
     return time.time_ns()
 
 

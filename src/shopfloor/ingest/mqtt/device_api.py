@@ -7,8 +7,9 @@ Topics (``sf/v1/{tenant}/{device}/...``, see docs/mqtt.md):
 - ``attributes``: a JSON object of client-reported attributes;
 - ``commands/{id}/response``: ``{"ok": true, "value": ..., "message": ...}``.
 
-Every telemetry form is rewritten into a body for :func:`decode_json`, so the rules (types,
-timestamps, all-or-nothing) are those of the HTTP ingest API.
+Every telemetry form is rewritten into an HTTP ingest body (:func:`decode_doc`), so the rules
+(types, timestamps, all-or-nothing) are those of the HTTP ingest API; short-form messages are
+checked one by one and decoded together, a flush at a time (:func:`decode_short`).
 """
 
 from __future__ import annotations
@@ -98,12 +99,8 @@ def _scalar(name: str, value: Any) -> Any:
     )
 
 
-def telemetry_columns(payload: bytes, device: str, max_points: int) -> Columns:
-    """Decode one telemetry message into columns for ``device`` (all or nothing)."""
-    return _telemetry_doc(load_object(payload, "telemetry"), device, max_points)
-
-
 def _telemetry_doc(doc: dict[str, Any], device: str, max_points: int) -> Columns:
+    """One telemetry message (not the short form) as columns for ``device``, all or nothing."""
     if not doc:
         raise BadInput("telemetry holds no values", "payload")
     if HTTP_FORM_KEYS & doc.keys() or ("values" in doc and isinstance(doc.get("ts"), list)):

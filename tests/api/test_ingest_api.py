@@ -183,7 +183,7 @@ def test_unknown_api_key_and_missing_key(api: Api) -> None:
     assert api.client.post("/api/v1/ingest", content=doc).status_code == 401
     r = api.client.post("/api/v1/ingest", content=doc, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401
-    assert "unknown API key" in r.json()["error"]["message"]
+    assert "unknown, expired or revoked credential" in r.json()["error"]["message"]
 
 
 def test_unsupported_content_type(api: Api) -> None:

@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 
 from shopfloor.api import errors
 from shopfloor.api.registry_routes import router
+from shopfloor.core.config import Settings
 from shopfloor.registry import Registry, TenantInfo
+from shopfloor.security.audit import AuditLog
+from shopfloor.security.auth import AuthService
 
 ADMIN_KEY = "admin-key-for-tests"
 
@@ -32,19 +35,22 @@ def tenant(registry: Registry) -> TenantInfo:
 
 @dataclass
 class _Platform:
-    """The two attributes of the real Platform that the registry routes use."""
+    """The attributes of the real Platform that the registry routes use."""
 
     registry: Registry
     admin_key: str
+    auth: AuthService
 
 
 @pytest.fixture
-def app(registry: Registry) -> FastAPI:
+def app(registry: Registry, tmp_path: Path) -> FastAPI:
     """Just the registry router, with the platform's error handlers."""
     app = FastAPI()
     app.include_router(router)
     errors.install(app)
-    app.state.platform = _Platform(registry, ADMIN_KEY)
+    settings = Settings(data_dir=tmp_path)
+    auth = AuthService(registry, settings, AuditLog(registry, settings))
+    app.state.platform = _Platform(registry, ADMIN_KEY, auth)
     return app
 
 

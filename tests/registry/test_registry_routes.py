@@ -37,7 +37,7 @@ def _error(r: Any, status: int, type_: str) -> dict[str, Any]:
 def test_create_and_list_tenants_need_the_admin_key(client: TestClient) -> None:
     _error(client.post(f"{API}/tenants", json={"name": "x"}), 401, "Unauthorized")
     r = client.post(f"{API}/tenants", json={"name": "x"}, headers={"X-API-Key": "wrong"})
-    _error(r, 403, "Forbidden")
+    _error(r, 401, "Unauthorized")  # an unknown key is not a valid credential
     auth = _tenant(client, "x", retention_days=90)
     _error(client.get(f"{API}/tenants", headers=auth), 403, "Forbidden")
     listed = client.get(f"{API}/tenants", headers=ADMIN).json()

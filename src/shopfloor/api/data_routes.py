@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.deps import get_platform, need
 from shopfloor.api.ingest_endpoint import ARROW_STREAM, check_length, ingest_body
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
@@ -20,7 +20,8 @@ from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import parse_duration, parse_instant
 from shopfloor.historian.backend import AGGREGATES, Aggregate
 from shopfloor.interop.transfer import rfc3339
-from shopfloor.registry.service import TenantInfo
+from shopfloor.security.principal import Scope
+from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
 
@@ -121,7 +122,8 @@ async def ingest(request: Request) -> Response:
     body = await request.body()
     check_length(str(len(body)), platform.settings.max_body_bytes)
     device = request.query_params.get("device")
-    return JSON({"accepted": await ingest_body(platform, request.headers, body, device)})
+    source = request.client.host if request.client else "-"
+    return JSON({"accepted": await ingest_body(platform, request.headers, body, device, source)})
 
 
 def _window(start: str, end: str) -> tuple[int, int]:
@@ -131,10 +133,10 @@ def _window(start: str, end: str) -> tuple[int, int]:
     return t0, t1
 
 
-def _resolve(platform: Platform, tenant: TenantInfo, keys: list[str]) -> dict[int, str]:
+def _resolve(platform: Platform, scope: Scope, keys: list[str]) -> dict[int, str]:
     if not keys:
         raise BadInput("name at least one signal as device/signal", "signal")
-    ids = platform.registry.resolve_keys(tenant.id, keys)
+    ids = platform.registry.resolve_keys(scope.tenant_id, keys)
     return dict(zip(ids.tolist(), keys, strict=True))
 
 
@@ -174,7 +176,7 @@ Signals = Annotated[list[str], Query(alias="signal", description="device/signal,
 @router.get("/points", summary="Raw points of one or more signals", responses=_ERRORS)
 async def points(
     signal: Signals,
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     start: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "-1h",
     end: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "now",
@@ -183,9 +185,9 @@ async def points(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     t0, t1 = _window(start, end)
-    names = _resolve(platform, tenant, signal)
+    names = _resolve(platform, scope, signal)
     table = await asyncio.to_thread(
-        platform.historian.query_raw, tenant.id, list(names), t0, t1, limit
+        platform.historian.query_raw, scope.tenant_id, list(names), t0, t1, limit
     )
     if format == "csv":
         return _csv(table, names)
@@ -223,7 +225,7 @@ def _csv(table: pa.Table, names: dict[int, str]) -> Response:
 @router.get("/downsample", summary="Aggregates per time bucket", responses=_ERRORS)
 async def downsample(
     signal: Signals,
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     interval: Annotated[str, Query(description="bucket width: 10s, 1m, 1h, 1d")],
     start: Annotated[str, Query()] = "-1h",
@@ -233,7 +235,7 @@ async def downsample(
 ) -> Response:
     t0, t1 = _window(start, end)
     step = parse_duration(interval)
-    names = _resolve(platform, tenant, signal)
+    names = _resolve(platform, scope, signal)
     buckets = (t1 - t0) // step + 1
     if buckets * len(names) > MAX_BUCKETS:
         raise BadInput(
@@ -242,14 +244,14 @@ async def downsample(
         )
     aggs = list(dict.fromkeys(agg))
     table = await asyncio.to_thread(
-        platform.historian.query_downsample, tenant.id, list(names), t0, t1, step, aggs
+        platform.historian.query_downsample, scope.tenant_id, list(names), t0, t1, step, aggs
     )
     return JSON({"interval_ns": step, "series": _series(table, names, "bucket", time_format, aggs)})
 
 
 @router.get("/latest", summary="Newest point of each signal", responses=_ERRORS)
 async def latest(
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     signal: Annotated[list[str] | None, Query(description="device/signal, repeatable")] = None,
     device: Annotated[str | None, Query(description="all signals of this device")] = None,
@@ -257,9 +259,9 @@ async def latest(
 ) -> Response:
     keys = list(signal or [])
     if device:
-        keys += [s.key for s in platform.registry.list_signals(tenant.id, device)]
-    names = _resolve(platform, tenant, keys)
-    table = platform.historian.latest(tenant.id, list(names))
+        keys += [s.key for s in platform.registry.list_signals(scope.tenant_id, device)]
+    names = _resolve(platform, scope, keys)
+    table = platform.historian.latest(scope.tenant_id, list(names))
     rows = table.to_pylist()
     ts = _times(np.asarray(table.column("ts"), dtype=np.int64), time_format)
     for r, t in zip(rows, list(ts), strict=True):

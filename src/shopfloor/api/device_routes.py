@@ -15,7 +15,7 @@ import anyio.from_thread
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.deps import get_platform, need
 from shopfloor.api.registry_routes import AUTH, E404, E409, E422, ErrorBody, Name, Responses
 from shopfloor.core.errors import BadInput, NotFound
 from shopfloor.registry.credentials import (
@@ -25,7 +25,8 @@ from shopfloor.registry.credentials import (
     default_ca_dir,
 )
 from shopfloor.registry.models import CredentialKind
-from shopfloor.registry.service import TenantInfo
+from shopfloor.security.principal import Scope
+from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1")
 
@@ -77,7 +78,10 @@ def _pull(request: Request, credential_ids: set[int]) -> None:
         anyio.from_thread.run(mqtt.credentials_revoked, credential_ids)
 
 
-Me = Annotated[TenantInfo, Depends(current_tenant)]
+# Managing credentials, provisioning keys, gateways and Sparkplug bindings needs
+# devices.credentials; reading a device's twin or gateway needs registry.read.
+Me = Annotated[Scope, Depends(need(Permission.DEVICE_CREDENTIALS))]
+Read = Annotated[Scope, Depends(need(Permission.REGISTRY_READ))]
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -240,23 +244,27 @@ def create_credential(
         raise BadInput("certificate_pem goes with kind certificate only", "certificate_pem")
     out: dict[str, Any] = {}
     if body.kind == "token":
-        out["token"] = creds.issue_token(me.id, name)
+        out["token"] = creds.issue_token(me.tenant_id, name)
         _push(request, creds, out["token"], None)
     elif body.kind == "password":
         assert body.username is not None
         assert body.password is not None
-        creds.set_password(me.id, name, body.username, body.password)
+        creds.set_password(me.tenant_id, name, body.username, body.password)
         _push(request, creds, body.username, body.password)
     elif body.certificate_pem is not None:
-        creds.register_certificate(me.id, name, body.certificate_pem.encode())
+        creds.register_certificate(me.tenant_id, name, body.certificate_pem.encode())
     else:
-        cert, key = creds.issue_certificate(me.id, name)
+        cert, key = creds.issue_certificate(me.tenant_id, name)
         out |= {
             "certificate_pem": cert.decode(),
             "private_key_pem": key.decode(),
             "ca_certificate_pem": creds.ca_cert_path.read_text(),
         }
-    live = [c for c in creds.list_credentials(me.id, name) if c.kind == body.kind and not c.revoked]
+    live = [
+        c
+        for c in creds.list_credentials(me.tenant_id, name)
+        if c.kind == body.kind and not c.revoked
+    ]
     if body.kind == "password":  # a known username keeps its credential, with a new password
         live = [c for c in live if c.username == body.username]
     return CredentialCreated(credential=_cred(max(live, key=lambda c: c.id)), **out)
@@ -269,7 +277,7 @@ def create_credential(
     tags=["device credentials"],
 )
 def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
-    return [_cred(c) for c in creds.list_credentials(me.id, name)]
+    return [_cred(c) for c in creds.list_credentials(me.tenant_id, name)]
 
 
 @router.delete(
@@ -282,9 +290,9 @@ def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
 def revoke_credential(
     name: str, credential_id: int, me: Me, creds: Creds, request: Request
 ) -> Response:
-    if credential_id not in {c.id for c in creds.list_credentials(me.id, name)}:
+    if credential_id not in {c.id for c in creds.list_credentials(me.tenant_id, name)}:
         raise NotFound(f"credential {credential_id} of device {name!r} not found")
-    creds.revoke(me.id, credential_id)
+    creds.revoke(me.tenant_id, credential_id)
     _pull(request, {credential_id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -296,8 +304,8 @@ def revoke_credential(
     tags=["device credentials"],
 )
 def revoke_device(name: str, me: Me, creds: Creds, request: Request) -> Revoked:
-    live = {c.id for c in creds.list_credentials(me.id, name) if not c.revoked}
-    revoked = creds.revoke_device(me.id, name)
+    live = {c.id for c in creds.list_credentials(me.tenant_id, name) if not c.revoked}
+    revoked = creds.revoke_device(me.tenant_id, name)
     _pull(request, live)
     return Revoked(revoked=revoked)
 
@@ -322,7 +330,7 @@ def create_provisioning_key(
     body: ProvisioningKeyIn, me: Me, creds: Creds
 ) -> ProvisioningKeyCreated:
     key = creds.create_provisioning_key(
-        me.id,
+        me.tenant_id,
         body.name,
         device_type=body.device_type,
         asset_id=body.asset_id,
@@ -331,7 +339,7 @@ def create_provisioning_key(
         max_devices=body.max_devices,
         reprovision=body.reprovision,
     )
-    (info,) = [k for k in creds.list_provisioning_keys(me.id) if k.name == body.name]
+    (info,) = [k for k in creds.list_provisioning_keys(me.tenant_id) if k.name == body.name]
     return ProvisioningKeyCreated(**_pkey(info).model_dump(), key=key)
 
 
@@ -342,7 +350,7 @@ def create_provisioning_key(
     tags=["provisioning"],
 )
 def list_provisioning_keys(me: Me, creds: Creds) -> list[ProvisioningKeyOut]:
-    return [_pkey(k) for k in creds.list_provisioning_keys(me.id)]
+    return [_pkey(k) for k in creds.list_provisioning_keys(me.tenant_id)]
 
 
 @router.delete(
@@ -353,7 +361,7 @@ def list_provisioning_keys(me: Me, creds: Creds) -> list[ProvisioningKeyOut]:
     tags=["provisioning"],
 )
 def revoke_provisioning_key(name: str, me: Me, creds: Creds) -> Response:
-    creds.revoke_provisioning_key(me.id, name)
+    creds.revoke_provisioning_key(me.tenant_id, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -414,8 +422,8 @@ def _pkey(k: ProvisioningKeyInfo) -> ProvisioningKeyOut:
     tags=["device credentials"],
 )
 def set_gateway(name: str, body: GatewayIn, me: Me, creds: Creds) -> GatewayOut:
-    creds.set_gateway(me.id, name, body.owns)
-    return GatewayOut(device=name, owns=creds.gateway_devices(me.id, name) or [])
+    creds.set_gateway(me.tenant_id, name, body.owns)
+    return GatewayOut(device=name, owns=creds.gateway_devices(me.tenant_id, name) or [])
 
 
 @router.get(
@@ -424,8 +432,8 @@ def set_gateway(name: str, body: GatewayIn, me: Me, creds: Creds) -> GatewayOut:
     responses={**AUTH, 404: _err("No such device, or it is no gateway")},
     tags=["device credentials"],
 )
-def get_gateway(name: str, me: Me, creds: Creds) -> GatewayOut:
-    owns = creds.gateway_devices(me.id, name)
+def get_gateway(name: str, me: Read, creds: Creds) -> GatewayOut:
+    owns = creds.gateway_devices(me.tenant_id, name)
     if owns is None:
         raise NotFound(f"device {name!r} is no gateway")
     return GatewayOut(device=name, owns=owns)
@@ -440,7 +448,7 @@ def get_gateway(name: str, me: Me, creds: Creds) -> GatewayOut:
     tags=["device credentials"],
 )
 def set_sparkplug_node(name: str, body: SparkplugNodeIn, me: Me, creds: Creds) -> SparkplugNodeOut:
-    creds.set_sparkplug_node(me.id, name, body.group_id, body.edge_node_id)
+    creds.set_sparkplug_node(me.tenant_id, name, body.group_id, body.edge_node_id)
     return SparkplugNodeOut(device=name, group_id=body.group_id, edge_node_id=body.edge_node_id)
 
 
@@ -452,7 +460,7 @@ def set_sparkplug_node(name: str, body: SparkplugNodeIn, me: Me, creds: Creds) -
     tags=["device credentials"],
 )
 def claim_sparkplug_group(body: SparkplugGroupIn, me: Me, creds: Creds) -> SparkplugGroupIn:
-    creds.claim_sparkplug_group(me.id, body.group_id)
+    creds.claim_sparkplug_group(me.tenant_id, body.group_id)
     return body
 
 
@@ -468,8 +476,8 @@ def claim_sparkplug_group(body: SparkplugGroupIn, me: Me, creds: Creds) -> Spark
     responses={**AUTH, **E404},
     tags=["device twin"],
 )
-def get_desired(name: str, me: Me, creds: Creds) -> dict[str, Any]:
-    return creds.desired_attributes(me.id, name)
+def get_desired(name: str, me: Read, creds: Creds) -> dict[str, Any]:
+    return creds.desired_attributes(me.tenant_id, name)
 
 
 @router.get(
@@ -478,5 +486,5 @@ def get_desired(name: str, me: Me, creds: Creds) -> dict[str, Any]:
     responses={**AUTH, **E404},
     tags=["device twin"],
 )
-def get_reported(name: str, me: Me, creds: Creds) -> dict[str, Any]:
-    return creds.reported_attributes(me.id, name)
+def get_reported(name: str, me: Read, creds: Creds) -> dict[str, Any]:
+    return creds.reported_attributes(me.tenant_id, name)

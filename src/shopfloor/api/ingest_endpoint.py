@@ -17,10 +17,12 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from shopfloor.api.deps import resolve_secret
 from shopfloor.api.errors import describe
 from shopfloor.api.platform import Platform
-from shopfloor.core.errors import BadInput, PayloadTooLarge, ShopfloorError, Unauthorized
+from shopfloor.core.errors import BadInput, Forbidden, PayloadTooLarge, ShopfloorError, Unauthorized
 from shopfloor.ingest.decode import decode_arrow, decode_json
+from shopfloor.security.roles import Permission
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,11 @@ class UnsupportedMediaType(BadInput):
 
 
 async def ingest_body(
-    platform: Platform, headers: Mapping[str, str], body: bytes, device_param: str | None
+    platform: Platform,
+    headers: Mapping[str, str],
+    body: bytes,
+    device_param: str | None,
+    source: str = "-",
 ) -> int:
     """Authenticate, decode and store one batch; returns the points accepted (durable)."""
     key = headers.get("x-api-key")
@@ -41,10 +47,15 @@ async def ingest_body(
         auth = headers.get("authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
     if not key:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-    tenant = platform.registry.tenant_by_api_key(key)
-    if tenant is None:
-        raise Unauthorized("unknown API key")
+        raise Unauthorized(
+            "missing credential: send 'Authorization: Bearer <token>' or 'X-API-Key'"
+        )
+    principal = resolve_secret(platform, key, source)
+    if principal is None:
+        raise Unauthorized("unknown, expired or revoked credential")
+    tenant = principal.tenant
+    if tenant is None or not principal.holds(Permission.DATA_WRITE, tenant.id):
+        raise Forbidden("this call needs the data.write permission in a tenant")
     ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     max_points = platform.settings.max_batch_points
     if ctype == "application/json":
@@ -88,7 +99,9 @@ async def serve_ingest(platform: Platform, scope: Scope, receive: Receive, send:
         body = await _read_body(receive, limit)
         qs = scope.get("query_string", b"")
         device = parse_qs(qs.decode("latin-1")).get("device", [None])[0] if qs else None
-        payload = {"accepted": await ingest_body(platform, headers, body, device)}
+        client = scope.get("client")
+        source = client[0] if client else "-"
+        payload = {"accepted": await ingest_body(platform, headers, body, device, source)}
         status = 200
     except ShopfloorError as exc:
         status, payload = exc.status_code, describe(exc)

@@ -14,12 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import current_tenant, get_platform
+from shopfloor.api.deps import get_platform, need
 from shopfloor.api.platform import Platform
 from shopfloor.api.registry_routes import AUTH, E404, E422, ErrorBody, Responses
 from shopfloor.core.errors import BadInput, ShopfloorError
 from shopfloor.ingest.mqtt.service import MqttService
-from shopfloor.registry.service import TenantInfo
+from shopfloor.security.principal import Scope
+from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1", tags=["mqtt"])
 
@@ -65,15 +66,15 @@ async def send_command(
     name: str,
     body: CommandIn,
     platform: Annotated[Platform, Depends(get_platform)],
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.COMMANDS_SEND))],
 ) -> dict[str, Any]:
     svc = _service(platform)
     device = name
-    await asyncio.to_thread(platform.registry.get_device, tenant.id, device)  # 404 if unknown
+    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)  # 404 if unknown
     if (body.signal is None) == (body.method is None):
         raise BadInput("send either 'signal' (with 'value') or 'method' (with 'params')", "body")
     payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
-    response = await svc.command(tenant.name, device, payload, body.timeout_s)
+    response = await svc.command(scope.tenant.name, device, payload, body.timeout_s)
     return {
         "id": response["id"],
         "ok": response.get("ok") if isinstance(response.get("ok"), bool) else None,
@@ -91,20 +92,22 @@ async def put_desired(
     name: str,
     attrs: dict[str, Any],
     platform: Annotated[Platform, Depends(get_platform)],
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.REGISTRY_WRITE))],
 ) -> dict[str, Any]:
     svc = _service(platform)
     device = name
-    await asyncio.to_thread(platform.registry.get_device, tenant.id, device)
-    await asyncio.to_thread(platform.credentials.set_desired_attributes, tenant.id, device, attrs)
-    await svc.publish_desired(tenant.name, device, attrs)
+    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)
+    await asyncio.to_thread(
+        platform.credentials.set_desired_attributes, scope.tenant_id, device, attrs
+    )
+    await svc.publish_desired(scope.tenant.name, device, attrs)
     return attrs
 
 
 @router.get("/mqtt/stats", summary="MQTT endpoint figures and rejected messages per device")
 async def mqtt_stats(
     platform: Annotated[Platform, Depends(get_platform)],
-    tenant: Annotated[TenantInfo, Depends(current_tenant)],
+    scope: Annotated[Scope, Depends(need(Permission.REGISTRY_READ))],
 ) -> dict[str, object]:
     if platform.mqtt is None:
         return {"mode": "off", "running": False}
@@ -112,5 +115,5 @@ async def mqtt_stats(
     rejected = stats.get("rejected", [])
     assert isinstance(rejected, list)
     # A tenant sees its own devices' rejections only.
-    stats["rejected"] = [r for r in rejected if r["tenant"] == tenant.name]
+    stats["rejected"] = [r for r in rejected if r["tenant"] == scope.tenant.name]
     return stats

@@ -19,6 +19,8 @@ from shopfloor.ingest.mqtt import MqttService
 from shopfloor.ingest.service import Ingestor
 from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
 from shopfloor.registry.service import Registry
+from shopfloor.security.audit import AuditLog
+from shopfloor.security.auth import AuthService
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ class Platform:
         self.ingestor = Ingestor(self.registry, self.historian)
         # Device credentials (tokens, passwords, certificates) over the registry.
         self.credentials = DeviceCredentials(self.registry, default_ca_dir(settings.data_dir))
+        # Security: the audit log first, every other service records into it.
+        self.audit = AuditLog(self.registry, settings)
+        self.auth = AuthService(self.registry, settings, self.audit)
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 

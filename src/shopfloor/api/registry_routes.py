@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import current_tenant, get_platform, require_admin
+from shopfloor.api.deps import get_platform, need, need_platform
 from shopfloor.core.types import Classification, DataType
 from shopfloor.registry.models import NAME_LEN, UNIT_LEN, AssetLevel
 from shopfloor.registry.service import (
@@ -23,8 +23,9 @@ from shopfloor.registry.service import (
     Registry,
     SignalInfo,
     SignalSpec,
-    TenantInfo,
 )
+from shopfloor.security.principal import Scope
+from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1")
 
@@ -181,8 +182,11 @@ def get_registry(platform: Annotated[Any, Depends(get_platform)]) -> Registry:
 
 
 Reg = Annotated[Registry, Depends(get_registry)]
-Me = Annotated[TenantInfo, Depends(current_tenant)]
-Admin = Depends(require_admin)
+# The permission each route needs (security/roles.py); the scope's tenant is the caller's.
+Read = Annotated[Scope, Depends(need(Permission.REGISTRY_READ))]
+Write = Annotated[Scope, Depends(need(Permission.REGISTRY_WRITE))]
+TenantSettings = Annotated[Scope, Depends(need(Permission.TENANT_SETTINGS))]
+Admin = Depends(need_platform(Permission.TENANTS_MANAGE))
 
 
 Responses = dict[int | str, dict[str, Any]]
@@ -229,8 +233,8 @@ def list_tenants(reg: Reg) -> list[TenantOut]:
 
 
 @router.get("/tenant", summary="The caller's own tenant", responses=AUTH, tags=["tenants"])
-def get_own_tenant(me: Me) -> TenantOut:
-    return TenantOut.model_validate(me)
+def get_own_tenant(me: Read) -> TenantOut:
+    return TenantOut.model_validate(me.tenant)
 
 
 @router.patch(
@@ -239,13 +243,13 @@ def get_own_tenant(me: Me) -> TenantOut:
     responses={**AUTH, **E422},
     tags=["tenants"],
 )
-def patch_own_tenant(body: TenantPatch, me: Me, reg: Reg) -> TenantOut:
+def patch_own_tenant(body: TenantPatch, me: TenantSettings, reg: Reg) -> TenantOut:
     # An explicit null retention clears it; the service spells that 0.
     retention = body.retention_days
     if "retention_days" in body.model_fields_set and retention is None:
         retention = 0
     info = reg.update_tenant(
-        me.id, auto_register_signals=body.auto_register_signals, retention_days=retention
+        me.tenant_id, auto_register_signals=body.auto_register_signals, retention_days=retention
     )
     return TenantOut.model_validate(info)
 
@@ -263,20 +267,20 @@ def patch_own_tenant(body: TenantPatch, me: Me, reg: Reg) -> TenantOut:
     responses={**AUTH, **E404, **E409, **E422},
     tags=["hierarchy"],
 )
-def create_asset(body: AssetIn, me: Me, reg: Reg) -> AssetOut:
-    return _asset(reg.create_asset(me.id, body.level, body.name, body.parent_id))
+def create_asset(body: AssetIn, me: Write, reg: Reg) -> AssetOut:
+    return _asset(reg.create_asset(me.tenant_id, body.level, body.name, body.parent_id))
 
 
 @router.get("/assets", summary="List assets", responses=AUTH, tags=["hierarchy"])
-def list_assets(me: Me, reg: Reg) -> list[AssetOut]:
-    return [_asset(a) for a in reg.list_assets(me.id)]
+def list_assets(me: Read, reg: Reg) -> list[AssetOut]:
+    return [_asset(a) for a in reg.list_assets(me.tenant_id)]
 
 
 @router.get(
     "/assets/{asset_id}", summary="One asset", responses={**AUTH, **E404}, tags=["hierarchy"]
 )
-def get_asset(asset_id: int, me: Me, reg: Reg) -> AssetOut:
-    return _asset(reg.get_asset(me.id, asset_id))
+def get_asset(asset_id: int, me: Read, reg: Reg) -> AssetOut:
+    return _asset(reg.get_asset(me.tenant_id, asset_id))
 
 
 @router.delete(
@@ -286,8 +290,8 @@ def get_asset(asset_id: int, me: Me, reg: Reg) -> AssetOut:
     responses={**AUTH, **E404, **E409},
     tags=["hierarchy"],
 )
-def delete_asset(asset_id: int, me: Me, reg: Reg) -> Response:
-    reg.delete_asset(me.id, asset_id)
+def delete_asset(asset_id: int, me: Write, reg: Reg) -> Response:
+    reg.delete_asset(me.tenant_id, asset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -297,8 +301,8 @@ def delete_asset(asset_id: int, me: Me, reg: Reg) -> Response:
     responses=AUTH,
     tags=["hierarchy"],
 )
-def get_tree(me: Me, reg: Reg) -> list[TreeNode]:
-    return [TreeNode.model_validate(n) for n in reg.tree(me.id)]
+def get_tree(me: Read, reg: Reg) -> list[TreeNode]:
+    return [TreeNode.model_validate(n) for n in reg.tree(me.tenant_id)]
 
 
 def _asset(a: AssetInfo) -> AssetOut:
@@ -317,15 +321,15 @@ def _asset(a: AssetInfo) -> AssetOut:
     responses={**AUTH, **E404, **E409, **E422},
     tags=["devices"],
 )
-def create_device_type(body: DeviceTypeIn, me: Me, reg: Reg) -> DeviceTypeOut:
+def create_device_type(body: DeviceTypeIn, me: Write, reg: Reg) -> DeviceTypeOut:
     specs = [s.spec() for s in body.signals]
-    info = reg.create_device_type(me.id, body.name, specs, body.extends, body.description)
+    info = reg.create_device_type(me.tenant_id, body.name, specs, body.extends, body.description)
     return _type(info)
 
 
 @router.get("/device-types", summary="List device types", responses=AUTH, tags=["devices"])
-def list_device_types(me: Me, reg: Reg) -> list[DeviceTypeOut]:
-    return [_type(t) for t in reg.list_device_types(me.id)]
+def list_device_types(me: Read, reg: Reg) -> list[DeviceTypeOut]:
+    return [_type(t) for t in reg.list_device_types(me.tenant_id)]
 
 
 @router.get(
@@ -334,8 +338,8 @@ def list_device_types(me: Me, reg: Reg) -> list[DeviceTypeOut]:
     responses={**AUTH, **E404},
     tags=["devices"],
 )
-def get_device_type(name: str, me: Me, reg: Reg) -> DeviceTypeOut:
-    return _type(reg.get_device_type(me.id, name))
+def get_device_type(name: str, me: Read, reg: Reg) -> DeviceTypeOut:
+    return _type(reg.get_device_type(me.tenant_id, name))
 
 
 def _type(t: DeviceTypeInfo) -> DeviceTypeOut:
@@ -354,18 +358,18 @@ def _type(t: DeviceTypeInfo) -> DeviceTypeOut:
     responses={**AUTH, **E404, **E409, **E422},
     tags=["devices"],
 )
-def create_device(body: DeviceIn, me: Me, reg: Reg) -> DeviceOut:
-    return _device(reg.create_device(me.id, body.name, body.device_type, body.asset_id))
+def create_device(body: DeviceIn, me: Write, reg: Reg) -> DeviceOut:
+    return _device(reg.create_device(me.tenant_id, body.name, body.device_type, body.asset_id))
 
 
 @router.get("/devices", summary="List devices", responses=AUTH, tags=["devices"])
-def list_devices(me: Me, reg: Reg) -> list[DeviceOut]:
-    return [_device(d) for d in reg.list_devices(me.id)]
+def list_devices(me: Read, reg: Reg) -> list[DeviceOut]:
+    return [_device(d) for d in reg.list_devices(me.tenant_id)]
 
 
 @router.get("/devices/{name}", summary="One device", responses={**AUTH, **E404}, tags=["devices"])
-def get_device(name: str, me: Me, reg: Reg) -> DeviceOut:
-    return _device(reg.get_device(me.id, name))
+def get_device(name: str, me: Read, reg: Reg) -> DeviceOut:
+    return _device(reg.get_device(me.tenant_id, name))
 
 
 @router.delete(
@@ -377,11 +381,11 @@ def get_device(name: str, me: Me, reg: Reg) -> DeviceOut:
 )
 def delete_device(
     name: str,
-    me: Me,
+    me: Write,
     reg: Reg,
     force: Annotated[bool, Query(description="Also delete the device's signals.")] = False,
 ) -> Response:
-    reg.delete_device(me.id, name, force=force)
+    reg.delete_device(me.tenant_id, name, force=force)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -401,8 +405,8 @@ def _device(d: DeviceInfo) -> DeviceOut:
     responses={**AUTH, **E404, **E409, **E422},
     tags=["signals"],
 )
-def create_signal(name: str, body: SignalSpecIn, me: Me, reg: Reg) -> SignalOut:
-    return _signal(reg.create_signal(me.id, name, body.spec()))
+def create_signal(name: str, body: SignalSpecIn, me: Write, reg: Reg) -> SignalOut:
+    return _signal(reg.create_signal(me.tenant_id, name, body.spec()))
 
 
 @router.get(
@@ -411,13 +415,13 @@ def create_signal(name: str, body: SignalSpecIn, me: Me, reg: Reg) -> SignalOut:
     responses={**AUTH, **E404},
     tags=["signals"],
 )
-def list_device_signals(name: str, me: Me, reg: Reg) -> list[SignalOut]:
-    return [_signal(s) for s in reg.list_signals(me.id, name)]
+def list_device_signals(name: str, me: Read, reg: Reg) -> list[SignalOut]:
+    return [_signal(s) for s in reg.list_signals(me.tenant_id, name)]
 
 
 @router.get("/signals", summary="List all signals of the tenant", responses=AUTH, tags=["signals"])
-def list_signals(me: Me, reg: Reg) -> list[SignalOut]:
-    return [_signal(s) for s in reg.list_signals(me.id)]
+def list_signals(me: Read, reg: Reg) -> list[SignalOut]:
+    return [_signal(s) for s in reg.list_signals(me.tenant_id)]
 
 
 @router.get(
@@ -426,8 +430,8 @@ def list_signals(me: Me, reg: Reg) -> list[SignalOut]:
     responses={**AUTH, **E404, **E422},
     tags=["signals"],
 )
-def get_signal(key: str, me: Me, reg: Reg) -> SignalOut:
-    return _signal(reg.get_signal(me.id, key))
+def get_signal(key: str, me: Read, reg: Reg) -> SignalOut:
+    return _signal(reg.get_signal(me.tenant_id, key))
 
 
 @router.patch(
@@ -437,9 +441,9 @@ def get_signal(key: str, me: Me, reg: Reg) -> SignalOut:
     responses={**AUTH, **E404, **E422},
     tags=["signals"],
 )
-def patch_signal(key: str, body: SignalPatch, me: Me, reg: Reg) -> SignalOut:
+def patch_signal(key: str, body: SignalPatch, me: Write, reg: Reg) -> SignalOut:
     info = reg.update_signal(
-        me.id,
+        me.tenant_id,
         key,
         unit=body.unit,
         description=body.description,

@@ -77,6 +77,58 @@ class Settings(BaseModel):
         10.0, gt=0, le=300, description="How long a command call waits for the device's response."
     )
 
+    # Security (docs/security.md). Defaults follow MLPS 2.0 level 3.
+    session_idle_timeout_s: float = Field(
+        900.0, gt=0, description="A login session ends after this many seconds without a request."
+    )
+    session_max_age_s: float = Field(
+        12 * 3600.0, gt=0, description="A login session ends this long after login, active or not."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins in a row after which the account is locked."
+    )
+    login_lockout_s: float = Field(
+        900.0, gt=0, description="How long an account stays locked after too many failed logins."
+    )
+    password_min_length: int = Field(12, ge=8, le=128, description="Shortest password accepted.")
+    password_max_age_days: int = Field(
+        90, ge=0, description="Days after which a password must be changed (0: never)."
+    )
+    password_history: int = Field(
+        5, ge=0, le=24, description="How many earlier passwords a user may not reuse."
+    )
+    audit_retention_days: int = Field(
+        180,
+        ge=180,
+        description="Initial audit retention in days (at least 180); a security admin changes "
+        "it at run time.",
+    )
+    region: str = Field(
+        "default",
+        min_length=1,
+        max_length=32,
+        description="Region this deployment stores data in; egress to other regions is checked "
+        "against residency labels.",
+    )
+    https: bool = Field(
+        False,
+        description="Serve the API over HTTPS (with tls_cert_file/tls_key_file, or a "
+        "self-signed certificate made on first start).",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) for HTTPS and MQTTS; default self-signed."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tenant_ingest_points_per_s: float = Field(
+        5_000_000.0, gt=0, description="Default per-tenant ingest rate limit in points per second."
+    )
+    tenant_api_requests_per_s: float = Field(
+        200.0, gt=0, description="Default per-tenant API rate limit in requests per second."
+    )
+    tenant_stored_points_max: int | None = Field(
+        None, gt=0, description="Default per-tenant quota of stored points (None: no quota)."
+    )
+
     def resolved_registry_url(self) -> str:
         return self.registry_url or f"sqlite:///{self.data_dir / 'registry.db'}"
 

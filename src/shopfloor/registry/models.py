@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shopfloor.core.kinds import Role
 from shopfloor.core.types import Classification, DataType
 
 
@@ -46,6 +48,7 @@ LEVELS: Final = tuple(AssetLevel)
 
 NAME_LEN: Final = 200
 UNIT_LEN: Final = 50
+LABEL_LEN: Final = 32
 
 # Explicit constraint names: PostgreSQL and Alembic need stable names to alter or drop them.
 NAMING: Final = {
@@ -101,6 +104,8 @@ class Tenant(Base):
     )
     retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Data-residency region of the tenant's data unless a node says otherwise (0003).
+    residency: Mapped[str | None] = mapped_column(String(LABEL_LEN))
 
 
 class Asset(Base):
@@ -124,6 +129,10 @@ class Asset(Base):
     level: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    # Labels (0003); None inherits from above (security/labels.py).
+    classification: Mapped[str | None] = mapped_column(String(16))
+    personal_data: Mapped[bool | None] = mapped_column(Boolean)
+    residency: Mapped[str | None] = mapped_column(String(LABEL_LEN))
 
 
 class DeviceType(Base):
@@ -166,6 +175,9 @@ class Device(Base):
     device_type_id: Mapped[int | None] = mapped_column(ForeignKey("device_types.id"))
     asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    classification: Mapped[str | None] = mapped_column(String(16))
+    personal_data: Mapped[bool | None] = mapped_column(Boolean)
+    residency: Mapped[str | None] = mapped_column(String(LABEL_LEN))
 
 
 class Signal(Base):
@@ -191,6 +203,8 @@ class Signal(Base):
         String(16), default="general", server_default="general"
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    personal_data: Mapped[bool | None] = mapped_column(Boolean)
+    residency: Mapped[str | None] = mapped_column(String(LABEL_LEN))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,3 +336,169 @@ class DeviceAuthState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Users, roles, tokens, sessions, access grants, audit log, egress approvals and tenant limits
+# (migration 0003; the services are in security/, the design in docs/security.md).
+# ---------------------------------------------------------------------------------------------
+
+_PLATFORM = "tenant_id IS NULL"
+
+
+class User(Base):
+    """A person who logs in. ``tenant_id`` None: a platform-level user (platform admin)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "username"),
+        Index(
+            "uq_users_platform_username",
+            "username",
+            unique=True,
+            sqlite_where=text(_PLATFORM),
+            postgresql_where=text(_PLATFORM),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    username: Mapped[str] = mapped_column(String(NAME_LEN))
+    display_name: Mapped[str] = mapped_column(String(NAME_LEN), default="", server_default="")
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, with its parameters
+    # JSON list of earlier argon2 hashes, newest first, so a password cannot be reused.
+    password_history: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))  # base32; None: not enrolled
+    totp_confirmed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)  # no code is used twice
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RoleBinding(Base):
+    """A role a user holds in a tenant (None: platform-wide), optionally below one asset."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (CheckConstraint(_in("role", tuple(Role)), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A user's API token: scoped to permissions, expiring and revocable."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    scopes: Mapped[str | None] = mapped_column(Text)  # JSON list of permissions; None: all
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class UserSession(Base):
+    """A login: ends on logout, after the idle timeout or at its absolute expiry."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(NAME_LEN), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AccessGrant(Base):
+    """A tenant's time-limited leave for a platform admin to read its data (audited)."""
+
+    __tablename__ = "access_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    grantee_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    granted_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditRecord(Base):
+    """One audit record; ``hash`` = sha256(prev_hash + canonical record) (security/audit.py).
+
+    No foreign keys: records outlive the users, tenants and objects they name.
+    """
+
+    __tablename__ = "audit_records"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts_ns: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(NAME_LEN))
+    role: Mapped[str] = mapped_column(String(NAME_LEN))
+    tenant_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    action: Mapped[str] = mapped_column(String(NAME_LEN))
+    object: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(NAME_LEN))
+    details: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSettings(Base):
+    """One row: audit settings a security admin changes (each change is itself audited)."""
+
+    __tablename__ = "audit_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    retention_days: Mapped[int] = mapped_column(Integer, default=180, server_default="180")
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+class EgressApproval(Base):
+    """A security admin's approval for important or personal data to leave by one channel."""
+
+    __tablename__ = "egress_approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))  # export, webhook, mqtt_bridge, ...
+    destination: Mapped[str] = mapped_column(Text)
+    destination_region: Mapped[str] = mapped_column(String(LABEL_LEN))
+    subject: Mapped[str] = mapped_column(Text)  # JSON: what may leave (signal keys, assets)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    requested_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class TenantLimits(Base):
+    """A tenant's own rate limits and quotas; None takes the platform default (settings)."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    ingest_points_per_s: Mapped[float | None] = mapped_column()
+    api_requests_per_s: Mapped[float | None] = mapped_column()
+    stored_points_max: Mapped[int | None] = mapped_column(BigInteger)

@@ -409,6 +409,26 @@ class Registry:
                 )
             s.delete(row)
 
+    def asset_subtree(self, tenant_id: int, roots: Iterable[int]) -> frozenset[int]:
+        """The given assets of the tenant and every asset below them (others' ids ignored)."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Asset.id, Asset.parent_id).where(Asset.tenant_id == tenant_id)
+            ).all()
+        children: dict[int, list[int]] = {}
+        for asset_id, parent in rows:
+            if parent is not None:
+                children.setdefault(parent, []).append(asset_id)
+        known = {asset_id for asset_id, _ in rows}
+        out: set[int] = set()
+        todo = [r for r in roots if r in known]
+        while todo:
+            node = todo.pop()
+            if node not in out:
+                out.add(node)
+                todo.extend(children.get(node, ()))
+        return frozenset(out)
+
     def tree(self, tenant_id: int) -> list[dict[str, Any]]:
         """The hierarchy as nested dicts, devices listed under their asset."""
         with self._read() as s:

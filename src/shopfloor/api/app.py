@@ -10,7 +10,17 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import shopfloor
-from shopfloor.api import data_routes, device_routes, errors, mqtt_routes, registry_routes
+from shopfloor.api import (
+    audit_routes,
+    auth_routes,
+    data_routes,
+    device_routes,
+    errors,
+    mqtt_routes,
+    policy_routes,
+    registry_routes,
+    security_middleware,
+)
 from shopfloor.api.ingest_endpoint import is_ingest, serve_ingest
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
@@ -75,6 +85,13 @@ def create_app(
     app.include_router(registry_routes.router)
     app.include_router(device_routes.router)
     app.include_router(mqtt_routes.router)
+    app.include_router(auth_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(policy_routes.router)
+    # Outermost last: limits answer 429 before anything else runs; the audit sees the outcome.
+    security_middleware.install_audit(app)
+    security_middleware.install_transport(app)
+    security_middleware.install_limits(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and storage figures")
     async def health() -> dict[str, object]:

@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from shopfloor.cli.audit import app as audit_app
 from shopfloor.cli.device import app as device_app
 from shopfloor.cli.edge import app as edge_app
+from shopfloor.cli.user import app as user_app
 from shopfloor.core.config import Settings, load_settings
 from shopfloor.core.errors import ShopfloorError
 
@@ -30,6 +32,8 @@ tenant_app = typer.Typer(
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(edge_app, name="edge")
 app.add_typer(device_app, name="device")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 DataDir = Annotated[

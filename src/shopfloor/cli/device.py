@@ -1,14 +1,17 @@
 """``shopfloor device``: credentials and provisioning keys of devices (see docs/devices.md).
 
 Opens only the registry, never the historian, so it works while the platform runs; a
-revocation reaches the running brokers within a second. The registry and cryptography modules
+revocation reaches the running brokers within a second. With ``mqtt_dynsec_url`` set (in
+``--config`` or SHOPFLOOR_MQTT_DYNSEC_URL), credentials are also pushed into, and revocations
+deleted from, an external Mosquitto's dynamic security, as the HTTP API does. The registry and cryptography modules
 are imported inside the commands, to keep ``shopfloor --help`` fast.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
+    from shopfloor.core.config import Settings
+    from shopfloor.ingest.mqtt.dynsec import DynSec
     from shopfloor.registry.credentials import DeviceCredentials
 
 app = typer.Typer(
@@ -38,6 +43,16 @@ DataDir = Annotated[
         "--data-dir", "-d", help="Folder holding all platform data.", envvar="SHOPFLOOR_DATA_DIR"
     ),
 ]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Platform settings YAML (for mqtt_dynsec_url: push to an external Mosquitto).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -45,16 +60,74 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
-@contextmanager
-def _open(data_dir: Path | None, tenant: str) -> Iterator[tuple[DeviceCredentials, int]]:
-    """The credentials service on the data folder's registry, and the tenant's id."""
+def _settings(data_dir: Path | None, config: Path | None = None) -> Settings:
     from shopfloor.core.config import load_settings
+    from shopfloor.core.errors import ShopfloorError
+
+    try:
+        return load_settings(config, data_dir=data_dir)
+    except ShopfloorError as exc:
+        _fail(exc)
+
+
+def _to_broker(settings: Settings, action: Callable[[DynSec], Awaitable[object]]) -> bool:
+    """Run ``action`` against the external Mosquitto's dynamic security, if one is set up.
+
+    Returns False when there is none; raises what the broker (or reaching it) raised.
+    """
+    if not settings.mqtt_dynsec_url:
+        return False
+    from shopfloor.ingest.mqtt.dynsec import DynSec
+    from shopfloor.ingest.mqtt.service import parse_mqtt_url
+
+    async def run() -> None:
+        dynsec = DynSec(parse_mqtt_url(settings.mqtt_dynsec_url or "", "mqtt_dynsec_url"))
+        try:
+            await dynsec.connect()
+            await action(dynsec)
+        finally:
+            await dynsec.close()
+
+    asyncio.run(run())
+    return True
+
+
+def _push_issued(
+    settings: Settings,
+    creds: DeviceCredentials,
+    tenant_id: int,
+    username: str,
+    password: str | None,
+) -> None:
+    """Push a credential just made; if the broker cannot take it, revoke it again (a login the
+    broker does not know would only confuse), and fail saying so."""
+    identity = creds.authenticate(username, password)
+    if identity is None:
+        return
+    try:
+        if _to_broker(settings, lambda d: d.add_device(identity, username, password or username)):
+            console.print("Pushed to the external Mosquitto's dynamic security.")
+    except Exception as exc:
+        creds.revoke(tenant_id, identity.credential_id)
+        _fail(
+            RuntimeError(
+                f"the external Mosquitto did not take the credential ({exc}); it was revoked "
+                "again, run the command once the broker answers"
+            )
+        )
+
+
+@contextmanager
+def _open(
+    data_dir: Path | None, tenant: str, settings: Settings | None = None
+) -> Iterator[tuple[DeviceCredentials, int]]:
+    """The credentials service on the data folder's registry, and the tenant's id."""
     from shopfloor.core.errors import ShopfloorError
     from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
     from shopfloor.registry.service import Registry
 
+    settings = settings or _settings(data_dir)
     try:
-        settings = load_settings(None, data_dir=data_dir)
         registry = Registry(settings.resolved_registry_url())
     except ShopfloorError as exc:
         _fail(exc)
@@ -74,10 +147,14 @@ def _open(data_dir: Path | None, tenant: str) -> Iterator[tuple[DeviceCredential
 
 
 @app.command()
-def token(device: DeviceName, tenant: Tenant, data_dir: DataDir = None) -> None:
+def token(
+    device: DeviceName, tenant: Tenant, data_dir: DataDir = None, config: ConfigFile = None
+) -> None:
     """Issue an access token (MQTT username = token, empty password); printed once."""
-    with _open(data_dir, tenant) as (creds, tenant_id):
+    settings = _settings(data_dir, config)
+    with _open(data_dir, tenant, settings) as (creds, tenant_id):
         secret = creds.issue_token(tenant_id, device)
+        _push_issued(settings, creds, tenant_id, secret, None)  # a token logs in as both
     console.print(f"Access token for [bold]{escape(device)}[/bold], shown once:")
     print(secret)
 
@@ -98,10 +175,13 @@ def password(
         ),
     ],
     data_dir: DataDir = None,
+    config: ConfigFile = None,
 ) -> None:
     """Set a username and password (argon2-hashed); the same username again changes it."""
-    with _open(data_dir, tenant) as (creds, tenant_id):
+    settings = _settings(data_dir, config)
+    with _open(data_dir, tenant, settings) as (creds, tenant_id):
         creds.set_password(tenant_id, device, username, password)
+        _push_issued(settings, creds, tenant_id, username, password)
     console.print(f"Password set for [bold]{escape(username)}[/bold] on {escape(device)}.")
 
 
@@ -140,17 +220,32 @@ def revoke(
         int | None, typer.Option("--id", help="Revoke only this credential (see list-credentials).")
     ] = None,
     data_dir: DataDir = None,
+    config: ConfigFile = None,
 ) -> None:
     """Revoke a device's credentials (all, or one with --id); effective on the next message."""
-    with _open(data_dir, tenant) as (creds, tenant_id):
+    settings = _settings(data_dir, config)
+    with _open(data_dir, tenant, settings) as (creds, tenant_id):
+        live = {c.id for c in creds.list_credentials(tenant_id, device) if not c.revoked}
         if credential_id is None:
             count = creds.revoke_device(tenant_id, device)
+            doomed = live
         else:
             if credential_id not in {c.id for c in creds.list_credentials(tenant_id, device)}:
                 _fail(LookupError(f"device {device!r} has no credential {credential_id}"))
             creds.revoke(tenant_id, credential_id)
-            count = 1
+            count, doomed = 1, {credential_id}
     console.print(f"Revoked {count} credential(s) of {escape(device)}.")
+    if doomed:
+        try:
+            if _to_broker(settings, lambda d: d.revoke_credentials(doomed)):
+                console.print("Deleted from the external Mosquitto's dynamic security.")
+        except Exception as exc:
+            _fail(
+                RuntimeError(
+                    f"revoked in the registry, but the external Mosquitto did not answer ({exc});"
+                    " run the command again to delete the login there"
+                )
+            )
 
 
 @app.command("list-credentials")

@@ -167,3 +167,92 @@ def test_credentials_from_the_api_reach_mosquitto(
             await close_env(env)
 
     run(scenario(), timeout=90)
+
+
+def test_device_cli_pushes_to_and_deletes_from_mosquitto(
+    tmp_path: Path, dynsec_mosquitto: Mosquitto
+) -> None:
+    """`shopfloor device token|password|revoke` with mqtt_dynsec_url in --config reach an
+    external Mosquitto as the HTTP API does: Mosquitto takes the new logins, and drops them on
+    revocation."""
+    from typer.testing import CliRunner
+
+    from shopfloor.cli.main import app
+
+    broker = dynsec_mosquitto
+    config = tmp_path / "shopfloor.yaml"
+    data = tmp_path / "data"
+    config.write_text(
+        f"data_dir: {data}\nmqtt_mode: external\n"
+        f"mqtt_url: mqtt://platform:platform-secret-1@127.0.0.1:{broker.port}\n"
+        f"mqtt_dynsec_url: mqtt://admin:admin-secret-1@127.0.0.1:{broker.port}\n"
+    )
+    cli = CliRunner()
+
+    def shopfloor(*args: str) -> str:
+        result = cli.invoke(app, ["device", *args, "--tenant", "acme", "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async def scenario() -> None:
+        env = await external_env(
+            tmp_path,
+            broker,
+            mqtt_url=f"mqtt://platform:platform-secret-1@127.0.0.1:{broker.port}",
+            mqtt_dynsec_url=f"mqtt://admin:admin-secret-1@127.0.0.1:{broker.port}",
+        )
+        try:
+            out = await asyncio.to_thread(shopfloor, "token", "press-01")
+            assert "Pushed to the external Mosquitto" in out
+            token = out.strip().splitlines()[-1]
+            await asyncio.to_thread(
+                shopfloor, "password", "press-02", "--username", "p2", "--password", "pw-press-2"
+            )
+            dev = env.device(token, token)
+            assert await dev.connect() == 0
+            await dev.publish("sf/v1/acme/press-01/telemetry", b'{"temp": 1.5}')
+            assert await env.wait_values(env.acme, "press-01", "temp") == [1.5]
+            other = env.device("p2", "pw-press-2")
+            assert await other.connect() == 0
+            out = await asyncio.to_thread(shopfloor, "revoke", "press-01")
+            assert "Deleted from the external Mosquitto" in out
+            await eventually(lambda: dev.disconnected.is_set(), "Mosquitto dropping press-01")
+            assert await env.device(token, token).connect() != 0
+            assert not other.disconnected.is_set()  # press-02's login is untouched
+        finally:
+            await close_env(env)
+
+    run(scenario(), timeout=120)
+
+
+def test_device_cli_revokes_what_mosquitto_refused(tmp_path: Path) -> None:
+    """When the external broker cannot be reached, the CLI revokes the token it just made (a
+    login the broker lacks would only confuse) and fails naming the broker."""
+    from typer.testing import CliRunner
+
+    from shopfloor.cli.main import app
+    from tests.services import free_port
+
+    platform, acme, _, _ = make_platform(tmp_path, mqtt_mode="off")
+    platform.close()
+    config = tmp_path / "shopfloor.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nmqtt_mode: external\n"
+        f"mqtt_dynsec_url: mqtt://admin:x@127.0.0.1:{free_port()}\n"
+    )
+    result = CliRunner().invoke(
+        app, ["device", "token", "press-01", "--tenant", "acme", "--config", str(config)]
+    )
+    assert result.exit_code == 2
+    assert "external Mosquitto did not take the credential" in result.output
+    from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
+    from shopfloor.registry.service import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'data' / 'registry.db'}")
+    try:
+        creds = DeviceCredentials(reg, default_ca_dir(tmp_path / "data"))
+        listed = creds.list_credentials(acme.id, "press-01")
+        assert len(listed) == 1
+        assert listed[0].revoked
+    finally:
+        reg.close()

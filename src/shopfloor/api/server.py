@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 import uvicorn
 
 from shopfloor.api.app import StartHook, create_app
 from shopfloor.core.config import Settings
+from shopfloor.security.tls import ServerCert, server_certificate
 
 # Ingest allocates many short-lived containers per request; the default gen-0 threshold (700)
 # made the collector run every few requests and cost ~15% of throughput (measured with the
@@ -18,6 +21,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 def run_server(settings: Settings, on_start: Sequence[StartHook] = ()) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tls = tls_options(settings)  # before the app: a bad certificate stops the start
     application = create_app(settings, on_start=on_start)
     gc.collect()
     gc.freeze()
@@ -28,4 +32,27 @@ def run_server(settings: Settings, on_start: Sequence[StartHook] = ()) -> None:
         port=settings.http_port,
         log_level="warning",
         access_log=False,
+        ssl_certfile=tls.cert_file if tls else None,
+        ssl_keyfile=tls.key_file if tls else None,
     )
+
+
+def tls_options(settings: Settings, out: TextIO | None = None) -> ServerCert | None:
+    """The certificate to serve when ``settings.https`` (else None), after printing its
+    SHA-256 fingerprint so clients can pin or check it."""
+    if not settings.https:
+        return None
+    cert = server_certificate(settings)
+    if cert.generated:
+        how = "self-signed, made now"
+    elif cert.self_signed:
+        how = "self-signed, reused"
+    else:
+        how = "provided"
+    print(
+        f"HTTPS certificate {cert.cert_file} ({how}, valid until {cert.not_after:%Y-%m-%d})\n"
+        f"  SHA-256 fingerprint {cert.fingerprint}",
+        file=out or sys.stderr,
+        flush=True,
+    )
+    return cert

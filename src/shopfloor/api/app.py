@@ -16,6 +16,8 @@ from shopfloor.api import (
     data_routes,
     device_routes,
     errors,
+    export_routes,
+    limits_routes,
     mqtt_routes,
     policy_routes,
     registry_routes,
@@ -88,6 +90,8 @@ def create_app(
     app.include_router(auth_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(policy_routes.router)
+    app.include_router(limits_routes.router)
+    app.include_router(export_routes.router)
     # Outermost last: limits answer 429 before anything else runs; the audit sees the outcome.
     security_middleware.install_audit(app)
     security_middleware.install_transport(app)

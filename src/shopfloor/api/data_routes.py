@@ -12,10 +12,12 @@ import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from shopfloor.api.deps import get_platform, need
+from shopfloor.api import scoping
+from shopfloor.api.deps import get_platform
 from shopfloor.api.ingest_endpoint import ARROW_STREAM, check_length, ingest_body
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
+from shopfloor.api.scoping import scope_of
 from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import parse_duration, parse_instant
 from shopfloor.historian.backend import AGGREGATES, Aggregate
@@ -31,6 +33,7 @@ MAX_RAW: Final = 1_000_000
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     400: {"description": "Malformed body"},
     401: {"description": "Missing or unknown API key"},
+    403: {"description": "The caller lacks the permission"},
     404: {"description": "Unknown signal"},
     413: {"description": "Body or batch too large"},
     415: {"description": "Unsupported content type"},
@@ -136,6 +139,8 @@ def _window(start: str, end: str) -> tuple[int, int]:
 def _resolve(platform: Platform, scope: Scope, keys: list[str]) -> dict[int, str]:
     if not keys:
         raise BadInput("name at least one signal as device/signal", "signal")
+    # Signals of devices outside the caller's subtree answer as unknown ones.
+    scoping.check_signal_keys(scope, platform.registry, keys)
     ids = platform.registry.resolve_keys(scope.tenant_id, keys)
     return dict(zip(ids.tolist(), keys, strict=True))
 
@@ -176,7 +181,7 @@ Signals = Annotated[list[str], Query(alias="signal", description="device/signal,
 @router.get("/points", summary="Raw points of one or more signals", responses=_ERRORS)
 async def points(
     signal: Signals,
-    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
+    scope: Annotated[Scope, Depends(scope_of(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     start: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "-1h",
     end: Annotated[str, Query(description="RFC 3339, epoch ms, 'now' or '-1h'")] = "now",
@@ -225,7 +230,7 @@ def _csv(table: pa.Table, names: dict[int, str]) -> Response:
 @router.get("/downsample", summary="Aggregates per time bucket", responses=_ERRORS)
 async def downsample(
     signal: Signals,
-    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
+    scope: Annotated[Scope, Depends(scope_of(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     interval: Annotated[str, Query(description="bucket width: 10s, 1m, 1h, 1d")],
     start: Annotated[str, Query()] = "-1h",
@@ -251,7 +256,7 @@ async def downsample(
 
 @router.get("/latest", summary="Newest point of each signal", responses=_ERRORS)
 async def latest(
-    scope: Annotated[Scope, Depends(need(Permission.DATA_READ))],
+    scope: Annotated[Scope, Depends(scope_of(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
     signal: Annotated[list[str] | None, Query(description="device/signal, repeatable")] = None,
     device: Annotated[str | None, Query(description="all signals of this device")] = None,
@@ -259,6 +264,7 @@ async def latest(
 ) -> Response:
     keys = list(signal or [])
     if device:
+        scoping.check_device(scope, platform.registry, device)
         keys += [s.key for s in platform.registry.list_signals(scope.tenant_id, device)]
     names = _resolve(platform, scope, keys)
     table = platform.historian.latest(scope.tenant_id, list(names))

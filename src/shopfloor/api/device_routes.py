@@ -15,8 +15,19 @@ import anyio.from_thread
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import get_platform, need
-from shopfloor.api.registry_routes import AUTH, E404, E409, E422, ErrorBody, Name, Responses
+from shopfloor.api import scoping
+from shopfloor.api.deps import get_platform
+from shopfloor.api.registry_routes import (
+    AUTH,
+    E400,
+    E404,
+    E409,
+    E422,
+    ErrorBody,
+    Name,
+    Responses,
+)
+from shopfloor.api.scoping import device_scope, scope_of
 from shopfloor.core.errors import BadInput, NotFound
 from shopfloor.registry.credentials import (
     CredentialInfo,
@@ -79,9 +90,11 @@ def _pull(request: Request, credential_ids: set[int]) -> None:
 
 
 # Managing credentials, provisioning keys, gateways and Sparkplug bindings needs
-# devices.credentials; reading a device's twin or gateway needs registry.read.
-Me = Annotated[Scope, Depends(need(Permission.DEVICE_CREDENTIALS))]
-Read = Annotated[Scope, Depends(need(Permission.REGISTRY_READ))]
+# devices.credentials; reading a device's twin or gateway needs registry.read. The Device*
+# forms also check that the device the path names is in the caller's subtree (api/scoping.py).
+Me = Annotated[Scope, Depends(scope_of(Permission.DEVICE_CREDENTIALS))]
+DeviceMe = Annotated[Scope, Depends(device_scope(Permission.DEVICE_CREDENTIALS))]
+DeviceRead = Annotated[Scope, Depends(device_scope(Permission.REGISTRY_READ))]
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -230,11 +243,11 @@ class SparkplugGroupIn(_In):
     status_code=status.HTTP_201_CREATED,
     summary="Give a device a token, username/password or client certificate",
     description="The secret (token, private key) is in this response only.",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["device credentials"],
 )
 def create_credential(
-    name: str, body: CredentialIn, me: Me, creds: Creds, request: Request
+    name: str, body: CredentialIn, me: DeviceMe, creds: Creds, request: Request
 ) -> CredentialCreated:
     if body.kind == "password" and (body.username is None or body.password is None):
         raise BadInput("kind password needs username and password", "username")
@@ -276,7 +289,7 @@ def create_credential(
     responses={**AUTH, **E404},
     tags=["device credentials"],
 )
-def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
+def list_credentials(name: str, me: DeviceMe, creds: Creds) -> list[CredentialOut]:
     return [_cred(c) for c in creds.list_credentials(me.tenant_id, name)]
 
 
@@ -288,7 +301,7 @@ def list_credentials(name: str, me: Me, creds: Creds) -> list[CredentialOut]:
     tags=["device credentials"],
 )
 def revoke_credential(
-    name: str, credential_id: int, me: Me, creds: Creds, request: Request
+    name: str, credential_id: int, me: DeviceMe, creds: Creds, request: Request
 ) -> Response:
     if credential_id not in {c.id for c in creds.list_credentials(me.tenant_id, name)}:
         raise NotFound(f"credential {credential_id} of device {name!r} not found")
@@ -303,7 +316,7 @@ def revoke_credential(
     responses={**AUTH, **E404},
     tags=["device credentials"],
 )
-def revoke_device(name: str, me: Me, creds: Creds, request: Request) -> Revoked:
+def revoke_device(name: str, me: DeviceMe, creds: Creds, request: Request) -> Revoked:
     live = {c.id for c in creds.list_credentials(me.tenant_id, name) if not c.revoked}
     revoked = creds.revoke_device(me.tenant_id, name)
     _pull(request, live)
@@ -323,12 +336,13 @@ def _cred(c: CredentialInfo) -> CredentialOut:
     "/provisioning-keys",
     status_code=status.HTTP_201_CREATED,
     summary="Create a provisioning key devices use to register themselves",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["provisioning"],
 )
 def create_provisioning_key(
     body: ProvisioningKeyIn, me: Me, creds: Creds
 ) -> ProvisioningKeyCreated:
+    scoping.check_placement(me, body.asset_id, "a provisioning key for unplaced devices")
     key = creds.create_provisioning_key(
         me.tenant_id,
         body.name,
@@ -350,7 +364,8 @@ def create_provisioning_key(
     tags=["provisioning"],
 )
 def list_provisioning_keys(me: Me, creds: Creds) -> list[ProvisioningKeyOut]:
-    return [_pkey(k) for k in creds.list_provisioning_keys(me.tenant_id)]
+    keys = creds.list_provisioning_keys(me.tenant_id)
+    return [_pkey(k) for k in scoping.visible(me, keys, _key_asset)]
 
 
 @router.delete(
@@ -361,6 +376,10 @@ def list_provisioning_keys(me: Me, creds: Creds) -> list[ProvisioningKeyOut]:
     tags=["provisioning"],
 )
 def revoke_provisioning_key(name: str, me: Me, creds: Creds) -> Response:
+    if not me.whole_tenant:
+        keys = scoping.visible(me, creds.list_provisioning_keys(me.tenant_id), _key_asset)
+        if name not in {k.name for k in keys}:
+            raise NotFound(f"provisioning key {name!r} not found")  # as for an unknown key
     creds.revoke_provisioning_key(me.tenant_id, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -370,7 +389,7 @@ def revoke_provisioning_key(name: str, me: Me, creds: Creds) -> Response:
     status_code=status.HTTP_201_CREATED,
     summary="A device registers itself with a provisioning key (no API key)",
     description="Returns the device's new credential; its secret is in this response only.",
-    responses=PROVISION_ERRORS,
+    responses={**E400, **PROVISION_ERRORS},
     tags=["provisioning"],
 )
 def provision(body: ProvisionIn, creds: Creds, request: Request) -> ProvisionOut:
@@ -410,6 +429,10 @@ def _pkey(k: ProvisioningKeyInfo) -> ProvisioningKeyOut:
     return ProvisioningKeyOut.model_validate(k)
 
 
+def _key_asset(k: ProvisioningKeyInfo) -> int | None:
+    return k.asset_id
+
+
 # ---------------------------------------------------------------------------------------------
 # Gateways and Sparkplug
 # ---------------------------------------------------------------------------------------------
@@ -418,10 +441,11 @@ def _pkey(k: ProvisioningKeyInfo) -> ProvisioningKeyOut:
 @router.put(
     "/devices/{name}/gateway",
     summary="Make a device a gateway acting for exactly these devices",
-    responses={**AUTH, **E404, **E422},
+    responses={**E400, **AUTH, **E404, **E422},
     tags=["device credentials"],
 )
-def set_gateway(name: str, body: GatewayIn, me: Me, creds: Creds) -> GatewayOut:
+def set_gateway(name: str, body: GatewayIn, me: DeviceMe, creds: Creds) -> GatewayOut:
+    scoping.check_devices(me, creds.registry, set(body.owns) - {name})
     creds.set_gateway(me.tenant_id, name, body.owns)
     return GatewayOut(device=name, owns=creds.gateway_devices(me.tenant_id, name) or [])
 
@@ -432,11 +456,11 @@ def set_gateway(name: str, body: GatewayIn, me: Me, creds: Creds) -> GatewayOut:
     responses={**AUTH, 404: _err("No such device, or it is no gateway")},
     tags=["device credentials"],
 )
-def get_gateway(name: str, me: Read, creds: Creds) -> GatewayOut:
+def get_gateway(name: str, me: DeviceRead, creds: Creds) -> GatewayOut:
     owns = creds.gateway_devices(me.tenant_id, name)
     if owns is None:
         raise NotFound(f"device {name!r} is no gateway")
-    return GatewayOut(device=name, owns=owns)
+    return GatewayOut(device=name, owns=scoping.visible_device_names(me, creds.registry, owns))
 
 
 @router.put(
@@ -444,10 +468,12 @@ def get_gateway(name: str, me: Read, creds: Creds) -> GatewayOut:
     summary="Bind a device's credentials to one Sparkplug edge node",
     description="The group must be the tenant's: its name, or a group it claimed (an"
     " unclaimed group is claimed here).",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["device credentials"],
 )
-def set_sparkplug_node(name: str, body: SparkplugNodeIn, me: Me, creds: Creds) -> SparkplugNodeOut:
+def set_sparkplug_node(
+    name: str, body: SparkplugNodeIn, me: DeviceMe, creds: Creds
+) -> SparkplugNodeOut:
     creds.set_sparkplug_node(me.tenant_id, name, body.group_id, body.edge_node_id)
     return SparkplugNodeOut(device=name, group_id=body.group_id, edge_node_id=body.edge_node_id)
 
@@ -456,10 +482,11 @@ def set_sparkplug_node(name: str, body: SparkplugNodeIn, me: Me, creds: Creds) -
     "/sparkplug-groups",
     status_code=status.HTTP_201_CREATED,
     summary="Claim a Sparkplug group id for the tenant (besides its own name)",
-    responses={**AUTH, **E409, **E422},
+    responses={**E400, **AUTH, **E409, **E422},
     tags=["device credentials"],
 )
 def claim_sparkplug_group(body: SparkplugGroupIn, me: Me, creds: Creds) -> SparkplugGroupIn:
+    scoping.require_whole_tenant(me, "claiming a Sparkplug group")  # tenant-wide
     creds.claim_sparkplug_group(me.tenant_id, body.group_id)
     return body
 
@@ -476,7 +503,7 @@ def claim_sparkplug_group(body: SparkplugGroupIn, me: Me, creds: Creds) -> Spark
     responses={**AUTH, **E404},
     tags=["device twin"],
 )
-def get_desired(name: str, me: Read, creds: Creds) -> dict[str, Any]:
+def get_desired(name: str, me: DeviceRead, creds: Creds) -> dict[str, Any]:
     return creds.desired_attributes(me.tenant_id, name)
 
 
@@ -486,5 +513,5 @@ def get_desired(name: str, me: Read, creds: Creds) -> dict[str, Any]:
     responses={**AUTH, **E404},
     tags=["device twin"],
 )
-def get_reported(name: str, me: Read, creds: Creds) -> dict[str, Any]:
+def get_reported(name: str, me: DeviceRead, creds: Creds) -> dict[str, Any]:
     return creds.reported_attributes(me.tenant_id, name)

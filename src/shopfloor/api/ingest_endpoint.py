@@ -10,7 +10,7 @@ route. Both call ``ingest_body``, so the rules are the same.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -22,7 +22,9 @@ from shopfloor.api.errors import describe
 from shopfloor.api.platform import Platform
 from shopfloor.core.errors import BadInput, Forbidden, PayloadTooLarge, ShopfloorError, Unauthorized
 from shopfloor.ingest.decode import decode_arrow, decode_json
+from shopfloor.security.limits import LimitExceeded
 from shopfloor.security.roles import Permission
+from shopfloor.security.tls import security_headers
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,15 @@ async def ingest_body(
             f"unsupported content type {ctype!r}; use application/json or {ARROW_STREAM}",
             "content-type",
         )
-    return await platform.ingestor.ingest(tenant, cols)
+    # Limits after decoding (the batch size is known), before storing: a refused batch
+    # leaves nothing behind. An admitted one counts against the quota until it fails.
+    n = len(cols)
+    platform.limits.admit_points(tenant, n)
+    try:
+        return await platform.ingestor.ingest(tenant, cols)
+    except BaseException:
+        platform.limits.release_points(tenant.id, n)
+        raise
 
 
 def check_length(declared: str | None, limit: int) -> None:
@@ -95,6 +105,7 @@ async def serve_ingest(platform: Platform, scope: Scope, receive: Receive, send:
         if k in _WANTED  # ASGI servers give header names in lower case
     }
     payload: dict[str, object]
+    extra = security_headers(platform.settings.https, True)  # this path skips the middleware
     try:
         limit = platform.settings.max_body_bytes
         check_length(headers.get("content-length"), limit)
@@ -105,12 +116,15 @@ async def serve_ingest(platform: Platform, scope: Scope, receive: Receive, send:
         source = client[0] if client else "-"
         payload = {"accepted": await ingest_body(platform, headers, body, device, source)}
         status = 200
+    except LimitExceeded as exc:
+        status, payload = exc.status_code, describe(exc)
+        extra.append((b"retry-after", exc.retry_after_header.encode()))
     except ShopfloorError as exc:
         status, payload = exc.status_code, describe(exc)
     except Exception:  # a bug: answer like the app's error handler would, and log it
         log.exception("ingest failed")
         status, payload = 500, {"error": {"type": "InternalError", "message": "internal error"}}
-    await _respond(send, status, payload)
+    await _respond(send, status, payload, extra)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -129,7 +143,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
+async def _respond(
+    send: Send, status: int, payload: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     data = orjson.dumps(payload)
     await send(
         {
@@ -138,6 +154,7 @@ async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
+                *extra,
             ],
         }
     )

@@ -14,9 +14,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import get_platform, need
+from shopfloor.api import scoping
+from shopfloor.api.deps import get_platform
 from shopfloor.api.platform import Platform
-from shopfloor.api.registry_routes import AUTH, E404, E422, ErrorBody, Responses
+from shopfloor.api.registry_routes import AUTH, E400, E404, E422, ErrorBody, Responses
+from shopfloor.api.scoping import device_scope, scope_of
 from shopfloor.core.errors import BadInput, ShopfloorError
 from shopfloor.ingest.mqtt.service import MqttService
 from shopfloor.security.principal import Scope
@@ -60,17 +62,19 @@ def _service(platform: Platform) -> MqttService:
     "/devices/{name}/commands",
     summary="Send a command to a device and wait for its response",
     response_model=CommandOut,
-    responses={**AUTH, **E404, **E422, **E503, **E504},
+    responses={**E400, **AUTH, **E404, **E422, **E503, **E504},
 )
 async def send_command(
     name: str,
     body: CommandIn,
     platform: Annotated[Platform, Depends(get_platform)],
-    scope: Annotated[Scope, Depends(need(Permission.COMMANDS_SEND))],
+    scope: Annotated[Scope, Depends(device_scope(Permission.COMMANDS_SEND))],
 ) -> dict[str, Any]:
-    svc = _service(platform)
     device = name
-    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)  # 404 if unknown
+    # 404 for an unknown device before 503: the answer for another tenant's device is the same
+    # whether or not the MQTT endpoint runs.
+    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)
+    svc = _service(platform)
     if (body.signal is None) == (body.method is None):
         raise BadInput("send either 'signal' (with 'value') or 'method' (with 'params')", "body")
     payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
@@ -86,17 +90,17 @@ async def send_command(
 @router.put(
     "/devices/{name}/attributes/desired",
     summary="Set a device's desired attributes (published retained to the device)",
-    responses={**AUTH, **E404, **E422, **E503},
+    responses={**E400, **AUTH, **E404, **E422, **E503},
 )
 async def put_desired(
     name: str,
     attrs: dict[str, Any],
     platform: Annotated[Platform, Depends(get_platform)],
-    scope: Annotated[Scope, Depends(need(Permission.REGISTRY_WRITE))],
+    scope: Annotated[Scope, Depends(device_scope(Permission.REGISTRY_WRITE))],
 ) -> dict[str, Any]:
-    svc = _service(platform)
     device = name
-    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)
+    await asyncio.to_thread(platform.registry.get_device, scope.tenant_id, device)  # 404 first
+    svc = _service(platform)
     await asyncio.to_thread(
         platform.credentials.set_desired_attributes, scope.tenant_id, device, attrs
     )
@@ -104,16 +108,22 @@ async def put_desired(
     return attrs
 
 
-@router.get("/mqtt/stats", summary="MQTT endpoint figures and rejected messages per device")
+@router.get(
+    "/mqtt/stats",
+    summary="MQTT endpoint figures and rejected messages per device",
+    responses=AUTH,
+)
 async def mqtt_stats(
     platform: Annotated[Platform, Depends(get_platform)],
-    scope: Annotated[Scope, Depends(need(Permission.REGISTRY_READ))],
+    scope: Annotated[Scope, Depends(scope_of(Permission.REGISTRY_READ))],
 ) -> dict[str, object]:
     if platform.mqtt is None:
         return {"mode": "off", "running": False}
     stats = platform.mqtt.stats()
     rejected = stats.get("rejected", [])
     assert isinstance(rejected, list)
-    # A tenant sees its own devices' rejections only.
-    stats["rejected"] = [r for r in rejected if r["tenant"] == scope.tenant.name]
+    # A tenant sees its own devices' rejections only, a subtree binding those below it.
+    own = [r for r in rejected if r["tenant"] == scope.tenant.name]
+    shown = set(scoping.visible_device_names(scope, platform.registry, {r["device"] for r in own}))
+    stats["rejected"] = [r for r in own if r["device"] in shown]
     return stats

@@ -21,6 +21,7 @@ from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
 from shopfloor.registry.service import Registry
 from shopfloor.security.audit import AuditLog
 from shopfloor.security.auth import AuthService
+from shopfloor.security.limits import TenantLimiter
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class Platform:
         # Security: the audit log first, every other service records into it.
         self.audit = AuditLog(self.registry, settings)
         self.auth = AuthService(self.registry, settings, self.audit)
+        # Per-tenant rate limits and quotas, cached in memory (security/limits.py).
+        self.limits = TenantLimiter(self.registry, self.historian, settings)
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -98,6 +101,7 @@ class Platform:
 
     def start_background(self) -> None:
         self.spawn(self._retention_loop())
+        self.spawn(self.audit.purge_loop())  # daily: audit records past their retention
         if self.mqtt is not None:
             self.spawn(self.mqtt.run())  # stops the broker and subscriber when cancelled
 

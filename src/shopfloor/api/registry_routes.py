@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.api.deps import get_platform, need, need_platform
+from shopfloor.api import scoping
+from shopfloor.api.deps import get_platform, need_platform
+from shopfloor.api.scoping import asset_scope, device_scope, scope_of, signal_scope
 from shopfloor.core.types import Classification, DataType
 from shopfloor.registry.models import NAME_LEN, UNIT_LEN, AssetLevel
 from shopfloor.registry.service import (
@@ -183,9 +185,16 @@ def get_registry(platform: Annotated[Any, Depends(get_platform)]) -> Registry:
 
 Reg = Annotated[Registry, Depends(get_registry)]
 # The permission each route needs (security/roles.py); the scope's tenant is the caller's.
-Read = Annotated[Scope, Depends(need(Permission.REGISTRY_READ))]
-Write = Annotated[Scope, Depends(need(Permission.REGISTRY_WRITE))]
-TenantSettings = Annotated[Scope, Depends(need(Permission.TENANT_SETTINGS))]
+Read = Annotated[Scope, Depends(scope_of(Permission.REGISTRY_READ))]
+Write = Annotated[Scope, Depends(scope_of(Permission.REGISTRY_WRITE))]
+TenantSettings = Annotated[Scope, Depends(scope_of(Permission.TENANT_SETTINGS))]
+# The same, and the object the path names (asset id, device name, signal key) is inside the
+# caller's subtree, else 404 as for an unknown one (api/scoping.py).
+AssetRead = Annotated[Scope, Depends(asset_scope(Permission.REGISTRY_READ))]
+AssetWrite = Annotated[Scope, Depends(asset_scope(Permission.REGISTRY_WRITE))]
+DeviceRead = Annotated[Scope, Depends(device_scope(Permission.REGISTRY_READ))]
+DeviceWrite = Annotated[Scope, Depends(device_scope(Permission.REGISTRY_WRITE))]
+SignalRead = Annotated[Scope, Depends(signal_scope(Permission.REGISTRY_READ))]
 Admin = Depends(need_platform(Permission.TENANTS_MANAGE))
 
 
@@ -196,11 +205,16 @@ def _err(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
-AUTH: Responses = {401: _err("Missing or unknown API key")}
+AUTH: Responses = {
+    401: _err("Missing or unknown credential"),
+    403: _err("The caller lacks the permission, or holds it below an asset only"),
+}
 ADMIN: Responses = {401: _err("Missing API key"), 403: _err("Not the platform admin key")}
 E404: Responses = {404: _err("Not found in the caller's tenant")}
 E409: Responses = {409: _err("Conflicts with what exists")}
 E422: Responses = {422: _err("Invalid input")}
+# FastAPI answers 400 itself when a body is not JSON at all.
+E400: Responses = {400: _err("The body is not valid JSON")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +227,7 @@ E422: Responses = {422: _err("Invalid input")}
     status_code=status.HTTP_201_CREATED,
     dependencies=[Admin],
     summary="Create a tenant (admin); returns its API key once",
-    responses={**ADMIN, **E409, **E422},
+    responses={**E400, **ADMIN, **E409, **E422},
     tags=["tenants"],
 )
 def create_tenant(body: TenantIn, reg: Reg) -> TenantCreated:
@@ -240,10 +254,11 @@ def get_own_tenant(me: Read) -> TenantOut:
 @router.patch(
     "/tenant",
     summary="Change the caller's tenant settings",
-    responses={**AUTH, **E422},
+    responses={**E400, **AUTH, **E422},
     tags=["tenants"],
 )
 def patch_own_tenant(body: TenantPatch, me: TenantSettings, reg: Reg) -> TenantOut:
+    scoping.require_whole_tenant(me, "changing tenant settings")
     # An explicit null retention clears it; the service spells that 0.
     retention = body.retention_days
     if "retention_days" in body.model_fields_set and retention is None:
@@ -264,22 +279,23 @@ def patch_own_tenant(body: TenantPatch, me: TenantSettings, reg: Reg) -> TenantO
     status_code=status.HTTP_201_CREATED,
     summary="Add an asset to the ISA-95 hierarchy",
     description="The level must be the one right below the parent's; an enterprise has none.",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["hierarchy"],
 )
 def create_asset(body: AssetIn, me: Write, reg: Reg) -> AssetOut:
+    scoping.check_placement(me, body.parent_id, "a top-level asset")
     return _asset(reg.create_asset(me.tenant_id, body.level, body.name, body.parent_id))
 
 
 @router.get("/assets", summary="List assets", responses=AUTH, tags=["hierarchy"])
 def list_assets(me: Read, reg: Reg) -> list[AssetOut]:
-    return [_asset(a) for a in reg.list_assets(me.tenant_id)]
+    return [_asset(a) for a in scoping.visible(me, reg.list_assets(me.tenant_id), _asset_id)]
 
 
 @router.get(
     "/assets/{asset_id}", summary="One asset", responses={**AUTH, **E404}, tags=["hierarchy"]
 )
-def get_asset(asset_id: int, me: Read, reg: Reg) -> AssetOut:
+def get_asset(asset_id: int, me: AssetRead, reg: Reg) -> AssetOut:
     return _asset(reg.get_asset(me.tenant_id, asset_id))
 
 
@@ -290,7 +306,7 @@ def get_asset(asset_id: int, me: Read, reg: Reg) -> AssetOut:
     responses={**AUTH, **E404, **E409},
     tags=["hierarchy"],
 )
-def delete_asset(asset_id: int, me: Write, reg: Reg) -> Response:
+def delete_asset(asset_id: int, me: AssetWrite, reg: Reg) -> Response:
     reg.delete_asset(me.tenant_id, asset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -302,11 +318,15 @@ def delete_asset(asset_id: int, me: Write, reg: Reg) -> Response:
     tags=["hierarchy"],
 )
 def get_tree(me: Read, reg: Reg) -> list[TreeNode]:
-    return [TreeNode.model_validate(n) for n in reg.tree(me.tenant_id)]
+    return [TreeNode.model_validate(n) for n in scoping.visible_tree(me, reg.tree(me.tenant_id))]
 
 
 def _asset(a: AssetInfo) -> AssetOut:
     return AssetOut.model_validate(a)
+
+
+def _asset_id(a: AssetInfo) -> int:
+    return a.id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,10 +338,13 @@ def _asset(a: AssetInfo) -> AssetOut:
     "/device-types",
     status_code=status.HTTP_201_CREATED,
     summary="Create a device type (a template of signals), optionally extending another",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["devices"],
 )
 def create_device_type(body: DeviceTypeIn, me: Write, reg: Reg) -> DeviceTypeOut:
+    # Types are tenant-wide templates (every subtree sees them), so only a tenant-wide
+    # binding defines them.
+    scoping.require_whole_tenant(me, "creating a device type")
     specs = [s.spec() for s in body.signals]
     info = reg.create_device_type(me.tenant_id, body.name, specs, body.extends, body.description)
     return _type(info)
@@ -355,20 +378,21 @@ def _type(t: DeviceTypeInfo) -> DeviceTypeOut:
     "/devices",
     status_code=status.HTTP_201_CREATED,
     summary="Add a device; from a device type it gets the type's signals",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["devices"],
 )
 def create_device(body: DeviceIn, me: Write, reg: Reg) -> DeviceOut:
+    scoping.check_placement(me, body.asset_id, "an unplaced device")
     return _device(reg.create_device(me.tenant_id, body.name, body.device_type, body.asset_id))
 
 
 @router.get("/devices", summary="List devices", responses=AUTH, tags=["devices"])
 def list_devices(me: Read, reg: Reg) -> list[DeviceOut]:
-    return [_device(d) for d in reg.list_devices(me.tenant_id)]
+    return [_device(d) for d in scoping.visible_devices(me, reg.list_devices(me.tenant_id))]
 
 
 @router.get("/devices/{name}", summary="One device", responses={**AUTH, **E404}, tags=["devices"])
-def get_device(name: str, me: Read, reg: Reg) -> DeviceOut:
+def get_device(name: str, me: DeviceRead, reg: Reg) -> DeviceOut:
     return _device(reg.get_device(me.tenant_id, name))
 
 
@@ -381,7 +405,7 @@ def get_device(name: str, me: Read, reg: Reg) -> DeviceOut:
 )
 def delete_device(
     name: str,
-    me: Write,
+    me: DeviceWrite,
     reg: Reg,
     force: Annotated[bool, Query(description="Also delete the device's signals.")] = False,
 ) -> Response:
@@ -402,10 +426,10 @@ def _device(d: DeviceInfo) -> DeviceOut:
     "/devices/{name}/signals",
     status_code=status.HTTP_201_CREATED,
     summary="Add a signal to a device",
-    responses={**AUTH, **E404, **E409, **E422},
+    responses={**E400, **AUTH, **E404, **E409, **E422},
     tags=["signals"],
 )
-def create_signal(name: str, body: SignalSpecIn, me: Write, reg: Reg) -> SignalOut:
+def create_signal(name: str, body: SignalSpecIn, me: DeviceWrite, reg: Reg) -> SignalOut:
     return _signal(reg.create_signal(me.tenant_id, name, body.spec()))
 
 
@@ -415,13 +439,13 @@ def create_signal(name: str, body: SignalSpecIn, me: Write, reg: Reg) -> SignalO
     responses={**AUTH, **E404},
     tags=["signals"],
 )
-def list_device_signals(name: str, me: Read, reg: Reg) -> list[SignalOut]:
+def list_device_signals(name: str, me: DeviceRead, reg: Reg) -> list[SignalOut]:
     return [_signal(s) for s in reg.list_signals(me.tenant_id, name)]
 
 
 @router.get("/signals", summary="List all signals of the tenant", responses=AUTH, tags=["signals"])
 def list_signals(me: Read, reg: Reg) -> list[SignalOut]:
-    return [_signal(s) for s in reg.list_signals(me.tenant_id)]
+    return [_signal(s) for s in scoping.visible_signals(me, reg, reg.list_signals(me.tenant_id))]
 
 
 @router.get(
@@ -430,7 +454,7 @@ def list_signals(me: Read, reg: Reg) -> list[SignalOut]:
     responses={**AUTH, **E404, **E422},
     tags=["signals"],
 )
-def get_signal(key: str, me: Read, reg: Reg) -> SignalOut:
+def get_signal(key: str, me: SignalRead, reg: Reg) -> SignalOut:
     return _signal(reg.get_signal(me.tenant_id, key))
 
 
@@ -438,10 +462,29 @@ def get_signal(key: str, me: Read, reg: Reg) -> SignalOut:
     "/signals/{key:path}",
     summary="Change a signal's unit, description or classification",
     description="The data type cannot change: stored history depends on it.",
-    responses={**AUTH, **E404, **E422},
+    responses={
+        **E400,
+        **AUTH,
+        **E404,
+        **E422,
+        403: _err("Changing classification needs labels.write"),
+    },
     tags=["signals"],
+    # A signal outside the caller's subtree answers as an unknown one (api/scoping.py).
+    dependencies=[Depends(signal_scope(Permission.REGISTRY_WRITE))],
 )
-def patch_signal(key: str, body: SignalPatch, me: Write, reg: Reg) -> SignalOut:
+def patch_signal(
+    key: str,
+    body: SignalPatch,
+    me: Write,
+    reg: Reg,
+    platform: Annotated[Any, Depends(get_platform)],
+) -> SignalOut:
+    # A classification is a security label: changing it is the security admin's (labels.write,
+    # PUT /api/v1/labels/signals/{key}), and is audited; an unchanged one passes.
+    from shopfloor.security.labels import classification_change
+
+    change = classification_change(reg, me, key, body.classification)
     info = reg.update_signal(
         me.tenant_id,
         key,
@@ -449,6 +492,11 @@ def patch_signal(key: str, body: SignalPatch, me: Write, reg: Reg) -> SignalOut:
         description=body.description,
         classification=body.classification,
     )
+    if change is not None:
+        platform.audit.record(
+            "labels.set", f"signal:{info.key}", "ok", principal=me.principal,
+            tenant_id=me.tenant_id, details={"old": change[0], "new": change[1]},
+        )  # fmt: skip
     return _signal(info)
 
 

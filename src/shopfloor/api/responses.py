@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSON(Response):
+class JSON(JSONResponse):
+    """A JSONResponse (so FastAPI documents the routes' response models) rendered by orjson."""
+
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:

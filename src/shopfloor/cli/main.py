@@ -108,12 +108,15 @@ def serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[typ
     _need_platform()
     from shopfloor.api.server import run_server
 
-    url = f"http://{settings.http_host}:{settings.http_port}"
+    url = f"{'https' if settings.https else 'http'}://{settings.http_host}:{settings.http_port}"
     console.print(f"Shopfloor on [bold]{url}[/bold]  (API docs: {url}/docs)")
     console.print(
         f"Data folder: {settings.data_dir.resolve()}  admin key: {settings.data_dir / 'admin.key'}"
     )
-    run_server(settings, on_start)
+    try:
+        run_server(settings, on_start)
+    except ShopfloorError as exc:  # a bad certificate file, say: name the setting, no trace
+        _fail(exc)
 
 
 @app.command()
@@ -122,9 +125,17 @@ def up(
     host: Annotated[str | None, typer.Option(help="Address to bind; 0.0.0.0 for all.")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
     config: ConfigFile = None,
+    https: Annotated[
+        bool | None,
+        typer.Option(
+            "--https/--no-https",
+            help="Serve HTTPS: tls_cert_file/tls_key_file, or a self-signed certificate "
+            "made on first start in <data-dir>/tls.",
+        ),
+    ] = None,
 ) -> None:
     """Run the platform on embedded defaults: SQLite registry, DuckDB historian, one folder."""
-    serve(_settings(config, data_dir=data_dir, http_host=host, http_port=port))
+    serve(_settings(config, data_dir=data_dir, http_host=host, http_port=port, https=https))
 
 
 @app.command()
@@ -243,19 +254,45 @@ def export(
         list[str] | None, typer.Option(help="device/signal, repeatable; default all.")
     ] = None,
     data_dir: DataDir = None,
+    destination: Annotated[
+        str | None, typer.Option(help="Where the file goes (egress check); default file:<path>.")
+    ] = None,
+    destination_region: Annotated[
+        str | None, typer.Option(help="Region of the destination; default this deployment's.")
+    ] = None,
 ) -> None:
-    """Export points to CSV or Parquet, with progress."""
+    """Export points to CSV or Parquet, with progress, after the egress policy check."""
+    import getpass
+
+    from shopfloor.core.errors import Forbidden
     from shopfloor.core.timeutil import parse_instant
     from shopfloor.interop.transfer import export_file
+    from shopfloor.security.egress import EgressPolicy
 
     platform = _platform(_settings(None, data_dir=data_dir))
     try:
         info = _tenant(platform, tenant)
         t0, t1 = parse_instant(start, "start"), parse_instant(end, "end")
+        # An export is an egress: the labels decide before anything is written (audited).
+        keys = signal or [s.key for s in platform.registry.list_signals(info.id)]
+        ids = platform.registry.resolve_keys(info.id, keys).tolist() if keys else []
+        actor = f"cli:{getpass.getuser()}"
+        try:
+            EgressPolicy(platform.registry, platform.settings, platform.audit).check_local(
+                info.id, actor, "export", destination or f"file:{file.resolve()}",
+                destination_region, ids,
+            )  # fmt: skip
+        except Forbidden as exc:
+            console.print(f"[red]refused:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
         with _progress() as progress:
             report = export_file(
                 platform, info, file, signals=signal, start=t0, end=t1, progress=progress
             )
+        platform.audit.record(
+            "data.export", f"export:{file.resolve()}", "ok", actor=actor, role="local",
+            tenant_id=info.id, source="local", details={"signals": len(ids), "rows": report.rows},
+        )  # fmt: skip
         console.print(f"{file}: {report.rows:,} rows in {report.seconds:.1f} s")
     except ShopfloorError as exc:
         _fail(exc)

@@ -43,10 +43,12 @@ from shopfloor.ingest.mqtt.device_api import (
     parse_topic,
 )
 from shopfloor.ingest.mqtt.subscriber import Endpoint, Subscriber
+from shopfloor.security.limits import LimitExceeded, QuotaExceeded
 
 if TYPE_CHECKING:
     from shopfloor.api.platform import Platform
     from shopfloor.registry.service import TenantInfo
+    from shopfloor.security.limits import TenantLimiter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ SPARKPLUG_SUBSCRIPTION: Final = "spBv1.0/#"
 PROVISION_PREFIX: Final = "sf/v1/provision/"
 PROVISION_SUBSCRIPTION: Final = "sf/v1/provision/+/request"
 REVOCATION_POLL_S: Final = 1.0
+QUOTA_EXCEEDED: Final = "quota_exceeded"  # counted like counters.RATE (the tenant's quota)
 
 
 class SparkplugHandler(Protocol):
@@ -201,6 +204,15 @@ class MqttService:
         ca = getattr(self.platform.credentials, "ca", None)
         if not isinstance(ca, DeviceCA):
             ca = DeviceCA(Path(self.settings.data_dir) / "ca")
+        port = self.settings.mqtt_tls_port
+        assert port is not None
+        if self.settings.tls_cert_file is not None or self.settings.tls_key_file is not None:
+            # The operator's certificate (checked, else BadInput naming the setting); client
+            # certificates are still verified against the device CA.
+            from shopfloor.security.tls import load_provided
+
+            provided = load_provided(self.settings)
+            return TlsFiles(port, provided.cert_file, provided.key_file, ca.ca_cert_path)
         folder = Path(self.settings.data_dir) / "mqtt-tls"
         folder.mkdir(parents=True, exist_ok=True)
         hosts = sorted({"localhost", "127.0.0.1", self.settings.mqtt_host} - {"0.0.0.0", ""})
@@ -210,8 +222,6 @@ class MqttService:
         key.touch(mode=0o600)  # created private: the key is never readable by others
         key.write_bytes(_as_bytes(key_pem))
         cert.write_bytes(_as_bytes(cert_pem))
-        port = self.settings.mqtt_tls_port
-        assert port is not None
         return TlsFiles(port, cert, key, ca.ca_cert_path)
 
     async def _start_dynsec(self) -> None:
@@ -364,7 +374,13 @@ class MqttService:
         try:
             if dt.kind == "telemetry":
                 item = parse_telemetry(payload, dt.device, self.settings.max_batch_points)
-                await self.batcher.ingest(tenant, item)
+                if not self._admit(tenant, dt.device, len(item)):
+                    return
+                try:
+                    await self.batcher.ingest(tenant, item)
+                except BaseException:
+                    self._limits().release_points(tenant.id, len(item))
+                    raise
             elif dt.kind == "attributes":
                 attrs = load_object(payload, "attributes")
                 await asyncio.to_thread(
@@ -385,6 +401,21 @@ class MqttService:
             self.counters.reject(dt.tenant, dt.device, c.INVALID, str(exc))
             return
         self.counters.accepted_messages += 1
+
+    def _limits(self) -> TenantLimiter:
+        limits: TenantLimiter = self.platform.limits
+        return limits
+
+    def _admit(self, tenant: TenantInfo, device: str, n: int) -> bool:
+        """The tenant's ingest rate and quota (security/limits.py), as for HTTP ingest; a
+        refused message is counted and dropped (acknowledged: MQTT has no 'retry later')."""
+        try:
+            self._limits().admit_points(tenant, n)
+        except LimitExceeded as exc:
+            reason = QUOTA_EXCEEDED if isinstance(exc, QuotaExceeded) else c.RATE
+            self.counters.reject(tenant.name, device, reason, str(exc))
+            return False
+        return True
 
     async def _provision(self, topic: str, payload: bytes) -> None:
         """``sf/v1/provision/<client id>/request`` from a provisioning login: register the

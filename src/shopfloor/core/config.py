@@ -103,6 +103,11 @@ class Settings(BaseModel):
         description="Initial audit retention in days (at least 180); a security admin changes "
         "it at run time.",
     )
+    audit_key_file: Path | None = Field(
+        None,
+        description="Key the audit chain is sealed with (HMAC); default <data_dir>/audit.key, "
+        "made on first start. Keep it off the database host to detect tampering there.",
+    )
     region: str = Field(
         "default",
         min_length=1,

@@ -203,3 +203,24 @@ async def test_seq_wraps_after_255_and_births_honour_auto_registration(
         assert platform.registry.list_signals(locked.id) == []
     finally:
         platform.close()
+
+
+async def test_the_tenant_quota_applies_to_sparkplug_data(
+    harness: HostHarness, publisher: Publisher, platform: Platform, spb: Any
+) -> None:
+    """Sparkplug data counts against the tenant's stored-points quota like any ingest: data
+    over the quota is counted as refused and not stored; data within it is."""
+    from shopfloor.security.limits import LimitOverrides
+
+    tenant = platform.registry.get_tenant("plant1")
+    platform.limits.set_limits(tenant.id, LimitOverrides(stored_points_max=2))
+    dt, M = spb.DataType, spb.Metric
+    nb = spb.NBirth(T0, 0, [M(T0, "bdSeq", dt.UINT64, 0), M(T0, "x", dt.DOUBLE, 1.0, alias=1)])
+    publisher.send("spBv1.0/plant1/NBIRTH/q1", nb.encode(include_dtypes=True))
+    for seq in (1, 2, 3):
+        nd = spb.NData(T0 + seq, seq, [M(T0 + seq, None, dt.DOUBLE, float(seq + 1), alias=1)])
+        publisher.send("spBv1.0/plant1/NDATA/q1", nd.encode())
+    node = await harness.messages("plant1/q1", 4)
+    assert [v for _, v, _, _ in history(platform, "q1/x")] == [1.0, 2.0]
+    assert node["errors"] == {"quota_exceeded": 2}
+    assert "quota" in node["last_error"]

@@ -39,6 +39,7 @@ from shopfloor.ingest.sparkplug.mapping import (
 )
 from shopfloor.ingest.sparkplug.state import DeviceState, MetricDef, NodeState
 from shopfloor.registry.service import TenantInfo
+from shopfloor.security.limits import LimitExceeded, QuotaExceeded
 
 if TYPE_CHECKING:
     from shopfloor.api.platform import Platform
@@ -159,11 +160,27 @@ class SparkplugHost:
             return
         if work.rebirth:
             await self._request_rebirth(node)
+        limits = getattr(self.platform, "limits", None)
         for cols in work.writes:
+            # The tenant's ingest rate and quota, as for HTTP and JSON telemetry; a refused
+            # message is counted and dropped (MQTT has no "retry later").
+            if limits is not None:
+                try:
+                    limits.admit_points(node.tenant, len(cols))
+                except LimitExceeded as exc:
+                    reason = "quota_exceeded" if isinstance(exc, QuotaExceeded) else "rate_limited"
+                    self._count(node, reason, f"{topic}: {len(cols)} points: {exc}")
+                    continue
             try:
                 stored = await self.platform.ingestor.ingest(node.tenant, cols)
             except BadInput as exc:
+                if limits is not None:
+                    limits.release_points(node.tenant.id, len(cols))
                 self._count(node, "rejected_points", f"{topic}: {len(cols)} points: {exc}")
+            except BaseException:
+                if limits is not None:
+                    limits.release_points(node.tenant.id, len(cols))
+                raise
             else:  # added after the await: `x += await ...` would lose concurrent updates
                 node.points += stored
 

@@ -119,11 +119,13 @@ async def mqtt_stats(
 ) -> dict[str, object]:
     if platform.mqtt is None:
         return {"mode": "off", "running": False}
-    stats = platform.mqtt.stats()
-    rejected = stats.get("rejected", [])
-    assert isinstance(rejected, list)
-    # A tenant sees its own devices' rejections only, a subtree binding those below it.
-    own = [r for r in rejected if r["tenant"] == scope.tenant.name]
+    # A tenant sees its own devices' figures only, a subtree binding those below it.
+    stats = platform.mqtt.stats(scope.tenant.name)
+    own = stats.get("rejected", [])
+    assert isinstance(own, list)
     shown = set(scoping.visible_device_names(scope, platform.registry, {r["device"] for r in own}))
-    stats["rejected"] = [r for r in own if r["device"] in shown]
+    if len(shown) < len({r["device"] for r in own}):
+        visible = [r for r in own if r["device"] in shown]
+        stats["rejected"] = visible
+        stats["rejected_messages"] = sum(r["count"] for r in visible)
     return stats

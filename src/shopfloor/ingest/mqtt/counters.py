@@ -30,7 +30,14 @@ class BadInputCounters:
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._logged: dict[tuple[str, str, str], float] = {}
-        self.accepted_messages = 0
+        self._accepted: Counter[str] = Counter()  # per tenant
+
+    def accept(self, tenant: str) -> None:
+        self._accepted[tenant] += 1
+
+    @property
+    def accepted_messages(self) -> int:
+        return sum(self._accepted.values())
 
     def reject(self, tenant: str, device: str, reason: str, detail: str) -> None:
         key = (tenant, device, reason)
@@ -50,14 +57,19 @@ class BadInputCounters:
     def count(self, tenant: str, device: str, reason: str) -> int:
         return self._counts[(tenant, device, reason)]
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, tenant: str | None = None) -> dict[str, object]:
+        """All figures, or (``tenant`` given) only those of that tenant's devices."""
         rejected = [
             {"tenant": t, "device": d, "reason": r, "count": n}
             for (t, d, r), n in sorted(self._counts.items())
+            if tenant is None or t == tenant
         ]
+        accepted = self.accepted_messages if tenant is None else self._accepted[tenant]
         return {
-            "accepted_messages": self.accepted_messages,
-            "rejected_messages": sum(self._counts.values()),
+            "accepted_messages": accepted,
+            "rejected_messages": sum(
+                n for (t, _, _), n in self._counts.items() if tenant is None or t == tenant
+            ),
             "rejected": rejected,
         }
 

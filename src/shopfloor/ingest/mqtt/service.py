@@ -330,7 +330,14 @@ class MqttService:
         """Whether credentials must be pushed into the broker (external Mosquitto)."""
         return self.dynsec is not None
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, tenant: str | None = None) -> dict[str, object]:
+        """The endpoint's figures; for one tenant, only its devices' (no platform-wide ones)."""
+        if tenant is not None:
+            return {
+                "mode": self.settings.mqtt_mode,
+                "running": self.started.is_set(),
+                **self.counters.snapshot(tenant),
+            }
         return {
             "mode": self.settings.mqtt_mode,
             "running": self.started.is_set(),
@@ -400,7 +407,7 @@ class MqttService:
                 raise  # storage trouble: leave the message unacknowledged
             self.counters.reject(dt.tenant, dt.device, c.INVALID, str(exc))
             return
-        self.counters.accepted_messages += 1
+        self.counters.accept(dt.tenant)
 
     def _limits(self) -> TenantLimiter:
         limits: TenantLimiter = self.platform.limits

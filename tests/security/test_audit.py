@@ -1,10 +1,15 @@
-"""The hash-chained audit log: tamper detection (edit, insert, delete, reorder, truncate) and
-retention purges that keep the chain verifiable. Damage is done in SQL, as an intruder would."""
+"""The sealed, hash-chained audit log: tamper detection (edit, insert, delete, reorder,
+truncate, re-chain, wipe), the key, the head witness across processes, and retention purges
+that keep the chain verifiable. Damage is done in SQL and on files, as an intruder would."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import stat
+import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -17,9 +22,13 @@ from shopfloor.security.audit import (
     GENESIS,
     AuditFilter,
     AuditLog,
+    advance_witness,
     canonical_json,
+    read_key,
+    read_witness,
     record_hash,
     verify_export,
+    write_witness,
 )
 from shopfloor.security.principal import Binding, Principal, PrincipalKind
 from shopfloor.security.roles import Role
@@ -37,6 +46,12 @@ def sql(platform: Platform, statement: str, **params: object) -> None:
         conn.execute(text(statement), params)
 
 
+def key_of(audit: AuditLog) -> bytes:
+    key = read_key(audit.key_path)
+    assert key is not None
+    return key
+
+
 def row(platform: Platform, seq: int) -> dict[str, object]:
     with platform.registry.engine.connect() as conn:
         got = conn.execute(text("SELECT * FROM audit_records WHERE seq = :s"), {"s": seq})
@@ -50,15 +65,30 @@ def test_intact_chain_verifies_and_links_every_record(platform: Platform) -> Non
     first, second = row(platform, 1), row(platform, 2)
     assert first["prev_hash"] == GENESIS
     assert second["prev_hash"] == first["hash"]
-    # The documented rule, recomputed independently: sha256(prev_hash || canonical JSON).
+    # The documented rule, recomputed independently: HMAC-SHA256(key, prev_hash || JSON).
     fields = {k: first[k] for k in ("seq", "ts_ns", "actor", "role", "tenant_id", "action")}
     fields |= {k: first[k] for k in ("object", "outcome", "source")}
     fields["details"] = json.loads(str(first["details"]))
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert first["hash"] == hashlib.sha256((GENESIS + body).encode()).hexdigest()
+    key = key_of(platform.audit)
+    assert first["hash"] == hmac.new(key, (GENESIS + body).encode(), hashlib.sha256).hexdigest()
 
 
-def test_empty_log_is_intact(platform: Platform) -> None:
+def test_empty_log_is_intact_and_the_key_is_made_with_the_first_record(
+    platform: Platform,
+) -> None:
+    result = platform.audit.verify()
+    assert (result.ok, result.message) == (True, "audit log is empty")
+    assert not platform.audit.key_path.exists()  # nothing sealed yet
+    platform.audit.record("test.first", "-", "ok")
+    key_file = platform.audit.key_path
+    assert key_file == platform.settings.data_dir / "audit.key"
+    assert len(key_file.read_bytes()) == 32
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert read_witness(platform.audit.head_path, key_of(platform.audit)) == (
+        1,
+        row(platform, 1)["hash"],
+    )
     assert platform.audit.verify().ok
 
 
@@ -95,7 +125,7 @@ def test_inserted_forged_record_breaks_the_chain(platform: Platform) -> None:
         "source": "-",
         "details": {},
     }
-    digest = record_hash(str(prev["hash"]), forged)
+    digest = record_hash(key_of(platform.audit), str(prev["hash"]), forged)  # even with the key
     sql(
         platform,
         f"INSERT INTO audit_records (seq, {COLUMNS}) VALUES (4, :ts_ns, :actor, :role, NULL,"
@@ -173,7 +203,7 @@ def test_replaced_newest_record_differs_from_the_witness(platform: Platform) -> 
     fields = {k: v for k, v in row(platform, 3).items() if k not in ("prev_hash", "hash")}
     fields["outcome"] = "ok" if fields["outcome"] != "ok" else "denied"
     fields["details"] = json.loads(str(fields["details"]))
-    digest = record_hash(str(prev["hash"]), fields)
+    digest = record_hash(key_of(platform.audit), str(prev["hash"]), fields)
     sql(
         platform,
         "UPDATE audit_records SET outcome = :o, hash = :h WHERE seq = 3",
@@ -377,7 +407,193 @@ def test_export_of_a_purged_chain_verifies_offline(platform: Platform) -> None:
         json.loads(canonical_json(e.as_dict()))
         for e in platform.audit.iter_records(AuditFilter(all_tenants=True))
     ]
-    assert verify_export(exported).ok
+    key = key_of(platform.audit)
+    assert verify_export(exported, key).ok
+    assert not verify_export(exported, bytes(32)).ok  # verifiable by the key holder only
     exported[1]["actor"] = "someone else"
-    result = verify_export(exported)
+    result = verify_export(exported, key)
     assert (result.ok, result.bad_seq, result.kind) == (False, exported[1]["seq"], "hash-mismatch")
+
+
+# -- sealing: an intruder with the database but not the key ------------------------------------
+
+
+def rechain_from(platform: Platform, start: int, seal: object) -> tuple[int, str]:
+    """Rewrite every record from ``start`` on with ``seal(prev, fields)``, linking each to the
+    one before, as someone who can write the table would; returns the new (last seq, hash)."""
+    with platform.registry.engine.connect() as conn:
+        got = conn.execute(text("SELECT * FROM audit_records ORDER BY seq"))
+        rows = [dict(r) for r in got.mappings()]
+    prev = GENESIS if start == 1 else str(rows[start - 2]["hash"])
+    for r in rows[start - 1 :]:
+        fields = {**r, "details": json.loads(str(r["details"]))}
+        digest = seal(prev, fields)  # type: ignore[operator]
+        sql(
+            platform,
+            "UPDATE audit_records SET actor = :a, prev_hash = :p, hash = :h WHERE seq = :s",
+            a=r["actor"],
+            p=prev,
+            h=digest,
+            s=r["seq"],
+        )
+        prev = digest
+    return int(str(rows[-1]["seq"])), prev
+
+
+def sha256_seal(prev: str, fields: dict[str, object]) -> str:
+    """The unkeyed rule the chain used before it was sealed."""
+    body = canonical_json(
+        {k: fields[k] for k in ("seq", "ts_ns", "actor", "role", "tenant_id")}
+        | {k: fields[k] for k in ("action", "object", "outcome", "source", "details")}
+    )
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("forger", ["sha256", "guessed-key"])
+def test_an_edit_rechained_without_the_key_is_found(platform: Platform, forger: str) -> None:
+    fill(platform.audit)
+    sql(platform, "UPDATE audit_records SET actor = 'someone-else' WHERE seq = 2")
+    guess = bytes(range(32))
+    seal = sha256_seal if forger == "sha256" else (lambda p, f: record_hash(guess, p, f))
+    last, digest = rechain_from(platform, 2, seal)
+    # The witness rewritten too: in the old format, and sealed with the guessed key.
+    (platform.audit.head_path).write_text(json.dumps({"seq": last, "hash": digest}))
+    result = platform.audit.verify()
+    assert (result.ok, result.bad_seq, result.kind) == (False, 2, "hash-mismatch")
+    write_witness(platform.audit.head_path, guess, last, digest)
+    assert platform.audit.verify().bad_seq == 2
+
+
+def test_witness_pointed_back_after_deleting_the_newest_is_found(platform: Platform) -> None:
+    fill(platform.audit)
+    h7 = str(row(platform, 7)["hash"])
+    sql(platform, "DELETE FROM audit_records WHERE seq > 7")
+    # The intruder reads record 7's seal from the table and names it in a witness of their own.
+    platform.audit.head_path.write_text(json.dumps({"seq": 7, "hash": h7}) + "\n")
+    result = platform.audit.verify()
+    assert (result.ok, result.kind) == (False, "witness-mismatch")
+    assert "not sealed with the audit key" in result.message
+    write_witness(platform.audit.head_path, bytes(32), 7, h7)
+    assert platform.audit.verify().kind == "witness-mismatch"
+
+
+def test_wiped_table_and_witness_is_reported_as_removed_even_after_new_records(
+    platform: Platform,
+) -> None:
+    fill(platform.audit, 3)
+    sql(platform, "DELETE FROM audit_records")
+    platform.audit.head_path.unlink()
+    result = platform.audit.verify()
+    assert (result.ok, result.kind, result.bad_seq) == (False, "log-removed", None)
+    assert "audit.key" in result.message
+    # The next record starts again at seq 1, but the witness is not recreated from nothing:
+    # the removal stays visible.
+    platform.audit.record("test.after-wipe", "-", "ok")
+    assert not platform.audit.head_path.exists()
+    result = platform.audit.verify()
+    assert (result.ok, result.kind) == (False, "witness-missing")
+
+
+def test_records_after_the_genesis_witness_are_unwitnessed_not_damage(platform: Platform) -> None:
+    # A crash between the first commit and its witness write leaves the seq-0 witness made
+    # together with the key.
+    platform.audit.record("test.first", "-", "ok")
+    write_witness(platform.audit.head_path, key_of(platform.audit), 0, GENESIS)
+    result = platform.audit.verify()
+    assert (result.ok, result.unwitnessed) == (True, 1)
+
+
+def with_key_file(platform: Platform, path: Path) -> AuditLog:
+    settings = platform.settings.model_copy(update={"audit_key_file": path})
+    return AuditLog(platform.registry, settings)
+
+
+def test_bad_key_file_is_bad_input_naming_the_setting(platform: Platform, tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"12345")
+    for path, words in ((short, "must hold 32 bytes"), (tmp_path, "cannot read")):
+        audit = with_key_file(platform, path)
+        with pytest.raises(BadInput) as err:
+            audit.record("test.x", "-", "ok")
+        assert err.value.field == "audit_key_file"
+        assert words in err.value.message
+        assert str(path) in err.value.message
+    assert platform.audit.count() == 0  # nothing written unsealed
+    # The key the platform makes, copied as 64 hex digits (with a newline), is the same key.
+    platform.audit.record("test.x", "-", "ok")
+    hex_key = tmp_path / "hex.key"
+    hex_key.write_text(key_of(platform.audit).hex() + "\n")
+    assert with_key_file(platform, hex_key).verify().ok
+    hex_key.write_text(bytes(32).hex())
+    assert with_key_file(platform, hex_key).verify().kind == "hash-mismatch"
+
+
+def test_a_key_file_made_by_hand_before_the_first_record_reads_as_a_removed_log(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # Documented: a key file with no witness and no records is what a wiped log looks like,
+    # so the platform must make the key itself (with the first record).
+    by_hand = tmp_path / "by-hand.key"
+    by_hand.write_bytes(bytes(range(32)))
+    audit = with_key_file(platform, by_hand)
+    assert audit.verify().kind == "log-removed"
+    audit.record("test.x", "-", "ok")
+    assert audit.verify().kind == "witness-missing"
+
+
+def test_missing_key_with_records_refuses_to_write_or_verify(platform: Platform) -> None:
+    fill(platform.audit, 2)
+    platform.audit.key_path.unlink()
+    fresh = AuditLog(platform.registry, platform.settings)  # e.g. the CLI, or a restart
+    for call in (fresh.verify, lambda: fresh.record("test.x", "-", "ok")):
+        with pytest.raises(BadInput) as err:
+            call()
+        assert err.value.field == "audit_key_file"
+        assert "missing" in err.value.message
+    assert not fresh.key_path.exists()  # no new key forking the chain
+    assert platform.audit.count() == 2
+
+
+# -- the head witness across processes ---------------------------------------------------------
+
+
+def test_a_late_witness_write_never_moves_it_backwards(platform: Platform) -> None:
+    server = platform.audit
+    cli = AuditLog(platform.registry, platform.settings)  # a second appender, one data folder
+    fill(server, 3)
+    old = (3, str(row(platform, 3)["hash"]))
+    cli.record("test.cli", "-", "ok")
+    cli.record("test.cli", "-", "ok")
+    newest = (5, str(row(platform, 5)["hash"]))
+    # The server's write for record 3 arrives after the CLI's for record 5 (both commit first,
+    # then write the witness outside the database lock).
+    server._witness(*old)
+    key = key_of(server)
+    assert read_witness(server.head_path, key) == newest
+    assert advance_witness(server.head_path, key, *old) == "behind"
+    result = server.verify()
+    assert (result.ok, result.unwitnessed) == (True, 0)
+    server.record("test.server", "-", "ok")
+    assert read_witness(server.head_path, key) == (6, str(row(platform, 6)["hash"]))
+
+
+def test_two_logs_appending_at_once_leave_the_witness_at_the_head(platform: Platform) -> None:
+    logs = [platform.audit, AuditLog(platform.registry, platform.settings)]
+    platform.audit.record("test.first", "-", "ok")  # the key exists before the race
+
+    def work(audit: AuditLog) -> None:
+        for i in range(15):
+            audit.record("test.race", f"n={i}", "ok")
+
+    threads = [threading.Thread(target=work, args=(a,)) for a in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert platform.audit.count() == 31
+    assert read_witness(platform.audit.head_path, key_of(platform.audit)) == (
+        31,
+        row(platform, 31)["hash"],
+    )
+    result = platform.audit.verify()
+    assert (result.ok, result.unwitnessed) == (True, 0)

@@ -16,8 +16,10 @@ from shopfloor.core.timeutil import DAY_NS
 runner = CliRunner()
 
 
-def make_log(data_dir: Path, ages_days: tuple[int, ...] = (0, 0, 0, 0, 0)) -> None:
-    plat = Platform(Settings(data_dir=data_dir, mqtt_mode="off"))
+def make_log(
+    data_dir: Path, ages_days: tuple[int, ...] = (0, 0, 0, 0, 0), key_file: Path | None = None
+) -> None:
+    plat = Platform(Settings(data_dir=data_dir, mqtt_mode="off", audit_key_file=key_file))
     try:
         real = plat.audit.clock
         for i, days in enumerate(ages_days):
@@ -83,17 +85,17 @@ def test_purge_then_verify_and_export_round_trip(tmp_path: Path) -> None:
     assert lines[2]["action"] == "audit.purged"
     assert lines[-1]["action"] == "audit.export"  # the export is itself recorded
     assert lines[-1]["actor"].startswith("cli:")
-    code, output = audit("verify", "--file", str(jsonl))
+    code, output = audit("verify", "--file", str(jsonl), "-d", str(data))  # its key
     assert code == 0, output
 
     csv_file = tmp_path / "audit.csv"
     code, _ = audit("export", "--out", str(csv_file), "--format", "csv", "-d", str(data))
     assert code == 0
-    assert audit("verify", "--file", str(csv_file))[0] == 0
+    assert audit("verify", "--file", str(csv_file), "-d", str(data))[0] == 0
 
     lines[1]["outcome"] = "failed"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    code, output = audit("verify", "--file", str(jsonl))
+    code, output = audit("verify", "--file", str(jsonl), "-d", str(data))
     assert code == 1
     assert f"seq {lines[1]['seq']}" in output
 
@@ -109,3 +111,47 @@ def test_show_and_errors(tmp_path: Path) -> None:
     code, output = audit("show", "--tenant", "nope", "-d", str(data))
     assert code == 2
     assert "no tenant 'nope'" in output
+
+
+def test_wiped_log_and_witness_is_reported_removed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_log(data)
+    sql(data, "DELETE FROM audit_records")
+    (data / "audit.head").unlink()
+    code, output = audit("verify", "-d", str(data))
+    assert code == 1
+    assert "log-removed" in output
+    assert "seq None" not in output
+
+
+def test_verify_with_the_key_kept_elsewhere(tmp_path: Path) -> None:
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    keys.mkdir()
+    key_file = keys / "audit.key"
+    make_log(data, key_file=key_file)
+    assert key_file.exists()
+    assert not (data / "audit.key").exists()
+
+    code, output = audit("verify", "-d", str(data))  # the default place holds no key
+    assert code == 2
+    assert "audit_key_file" in output
+    assert "missing" in output
+    code, output = audit("verify", "-d", str(data), "--key-file", str(key_file))
+    assert code == 0, output
+    assert "intact" in output
+
+    config = tmp_path / "shopfloor.yaml"
+    config.write_text(f"data_dir: {data}\naudit_key_file: {key_file}\n")
+    jsonl = tmp_path / "audit.jsonl"
+    code, output = audit("export", "--out", str(jsonl), "-c", str(config))
+    assert code == 0, output
+    assert audit("verify", "--file", str(jsonl), "-c", str(config))[0] == 0
+    assert audit("verify", "--file", str(jsonl), "--key-file", str(key_file))[0] == 0
+    code, output = audit("verify", "--file", str(jsonl), "-d", str(data))
+    assert code == 2
+    assert "--key-file" in output
+    wrong = keys / "wrong.key"
+    wrong.write_bytes(bytes(32))
+    code, output = audit("verify", "--file", str(jsonl), "--key-file", str(wrong))
+    assert code == 1
+    assert "hash-mismatch" in output

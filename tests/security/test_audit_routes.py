@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.timeutil import DAY_NS, now_ns
-from shopfloor.security.audit import AuditFilter, read_export, verify_export
+from shopfloor.security.audit import AuditFilter, read_export, read_key, verify_export
 from shopfloor.security.roles import Role
 from tests.security.conftest import Tenant, UserHeaders
 
@@ -282,15 +282,20 @@ def test_export_jsonl_round_trip_verifies_offline_and_is_audited(
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert len(lines) >= 6
     assert all({"seq", "prev_hash", "hash", "details"} <= set(x) for x in lines)
-    result = verify_export(lines)
+    key = read_key(platform.audit.key_path)
+    assert key is not None
+    result = verify_export(lines, key)
     assert result.ok, result.message
+    # Only the key holder can check it: under another key the very first seal is wrong.
+    other = verify_export(lines, bytes(32))
+    assert (other.ok, other.bad_seq, other.kind) == (False, lines[0]["seq"], "hash-mismatch")
     assert result.last_seq == lines[-1]["seq"]
     # The export recorded itself before streaming, so it is in its own output.
     assert lines[-1]["action"] == "audit.export"
     assert lines[-1]["actor"] == "token:tests@auditor-1"
 
     lines[2]["outcome"] = "denied"
-    tampered = verify_export(lines)
+    tampered = verify_export(lines, key)
     assert (tampered.ok, tampered.bad_seq) == (False, lines[2]["seq"])
 
     r = client.get("/api/v1/platform/audit/export", params={"format": "csv"}, headers=auditor)
@@ -298,7 +303,7 @@ def test_export_jsonl_round_trip_verifies_offline_and_is_audited(
     assert r.headers["content-type"].startswith("text/csv")
     path = tmp_path / "audit.csv"
     path.write_text(r.text)
-    assert verify_export(read_export(path)).ok
+    assert verify_export(read_export(path), key).ok
     assert sum(1 for e in everything(platform) if e.action == "audit.export") == 2
 
 

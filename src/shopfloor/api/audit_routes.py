@@ -2,7 +2,8 @@
 
 Tenant routes (/api/v1/audit/...) show the caller's tenant's records only; the platform
 routes (/api/v1/platform/audit/...) need the permission held platform-wide and show every
-record. Export is audited by the route itself (the request middleware records only writes).
+record. Exports carry each record's HMAC seal (``hash``), so whoever holds the audit key can
+verify them offline; the key itself is never served. Export is audited by the route itself (the request middleware records only writes).
 None of these routes changes anything with audit.read or audit.export alone: the settings
 and purge routes need audit.settings / audit.purge, which the auditor role lacks (roles.py).
 """
@@ -272,7 +273,7 @@ def tenant_export(
 
 @router.get(
     "/platform/audit/export",
-    summary="Export the whole audit chain with its hashes, verifiable offline (audited)",
+    summary="Export the whole audit chain with its seals, verifiable offline with the audit key (audited)",
     responses=_EXPORT_RESPONSES,
     response_class=StreamingResponse,
 )

@@ -1,7 +1,8 @@
-"""``shopfloor audit``: verify the hash chain, purge past retention, export, show records.
+"""``shopfloor audit``: verify the sealed chain, purge past retention, export, show records.
 
 Works on the registry directly (like ``shopfloor device``), so it runs while the platform
-serves. Purge and export are recorded in the audit log with the actor ``cli:<os user>``.
+serves. The audit key is read like the server reads it (setting ``audit_key_file``, default
+``<data_dir>/audit.key``); ``verify --key-file`` names another copy. Purge and export are recorded in the audit log with the actor ``cli:<os user>``.
 Exit codes: 0 intact / done, 1 damage found by ``verify``, 2 usage or setup errors.
 Heavy modules are imported inside the commands, to keep ``shopfloor --help`` fast.
 """
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=(
-        "The hash-chained audit log: verify it, purge records past retention, export it for "
-        "auditors.\n\nExample: shopfloor audit verify -d shopfloor-data"
+        "The sealed, hash-chained audit log: verify it, purge records past retention, export "
+        "it for auditors.\n\nExample: shopfloor audit verify -d shopfloor-data"
     ),
     no_args_is_help=True,
 )
@@ -48,6 +49,15 @@ SinceOpt = Annotated[
     str | None, typer.Option("--since", help="From: RFC 3339, epoch ms or '-30d'.")
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Up to (exclusive).")]
+KeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        "-k",
+        help="The audit key (default: setting audit_key_file, else <data dir>/audit.key).",
+        dir_okay=False,
+    ),
+]
 
 
 def _fail(exc: Exception | str) -> NoReturn:
@@ -60,14 +70,16 @@ def _actor() -> str:
 
 
 @contextmanager
-def _open(data_dir: Path | None, config: Path | None) -> Iterator[AuditLog]:
+def _open(
+    data_dir: Path | None, config: Path | None, key_file: Path | None = None
+) -> Iterator[AuditLog]:
     from shopfloor.core.config import load_settings
     from shopfloor.core.errors import ShopfloorError
     from shopfloor.registry.service import Registry
     from shopfloor.security.audit import AuditLog
 
     try:
-        settings = load_settings(config, data_dir=data_dir)
+        settings = load_settings(config, data_dir=data_dir, audit_key_file=key_file)
         registry = Registry(settings.resolved_registry_url())
     except ShopfloorError as exc:
         _fail(exc)
@@ -117,21 +129,23 @@ def verify(
             dir_okay=False,
         ),
     ] = None,
+    key_file: KeyFile = None,
 ) -> None:
-    """Check the whole hash chain and the head witness; exit 1 on any damage."""
+    """Check the whole sealed chain and the head witness; exit 1 on any damage."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from shopfloor.security.audit import VerifyResult, read_export, verify_export
 
     result: VerifyResult
     if export_file is not None:
+        key = _export_key(data_dir, config, key_file)
         try:
-            result = verify_export(read_export(export_file))
+            result = verify_export(read_export(export_file), key)
         except (ValueError, KeyError, TypeError) as exc:
             _fail(f"{export_file} is not an audit export: {exc}")
     else:
         with (
-            _open(data_dir, config) as audit,
+            _open(data_dir, config, key_file) as audit,
             Progress(
                 TextColumn("verifying"),
                 BarColumn(),
@@ -153,11 +167,29 @@ def verify(
             f"[{colour}]{escape(result.message)}[/{colour}] ({result.checked} checked, {span})"
         )
         return
+    where = "" if result.bad_seq is None else f" at seq {result.bad_seq}"
     console.print(
-        f"[red]audit log damaged at seq {result.bad_seq}[/red] ({result.kind}): "
+        f"[red]audit log damaged{where}[/red] ({result.kind}): "
         f"{escape(result.message)}; {result.checked} records before it verified"
     )
     raise typer.Exit(1)
+
+
+def _export_key(data_dir: Path | None, config: Path | None, key_file: Path | None) -> bytes:
+    """The key an export is checked with: --key-file, else the one the settings name."""
+    from shopfloor.core.config import load_settings
+    from shopfloor.core.errors import ShopfloorError
+    from shopfloor.security.audit import audit_key_path, read_key
+
+    try:
+        settings = load_settings(config, data_dir=data_dir, audit_key_file=key_file)
+        path = audit_key_path(settings)
+        key = read_key(path)
+    except ShopfloorError as exc:
+        _fail(exc)
+    if key is None:
+        _fail(f"no audit key at {path} (setting audit_key_file): pass --key-file")
+    return key
 
 
 @app.command()

@@ -106,7 +106,7 @@ class Settings(BaseModel):
     audit_key_file: Path | None = Field(
         None,
         description="Key the audit chain is sealed with (HMAC); default <data_dir>/audit.key, "
-        "made on first start. Keep it off the database host to detect tampering there.",
+        "made with the first audit record. Keep a copy off the database host.",
     )
     region: str = Field(
         "default",

@@ -1,11 +1,15 @@
-"""The hash-chained, append-only audit log (docs/audit.md).
+"""The sealed, hash-chained, append-only audit log (docs/audit.md).
 
-Every record carries ``prev_hash``, the hash of the record before it, and ``hash`` =
-sha256(prev_hash || canonical JSON of its other fields, seq included). Editing, inserting,
-deleting or reordering records therefore breaks the chain at the first damaged record. Deleting
-the *newest* records leaves a shorter but intact chain, so the last (seq, hash) written is also
-kept outside the table, in ``<data_dir>/audit.head`` (the head witness), and ``verify`` compares
-the table's tail with it.
+Every record carries ``prev_hash``, the seal of the record before it, and ``hash`` =
+HMAC-SHA256(key, prev_hash || canonical JSON of its other fields, seq included), under the key
+in ``settings.audit_key_file`` (default ``<data_dir>/audit.key``). Editing, inserting, deleting or
+reordering records therefore breaks the chain at the first damaged record, and without the key
+nobody can rebuild a consistent chain. Deleting the *newest* records leaves a shorter but intact
+chain, so the last (seq, hash) written is also kept outside the table, in ``<data_dir>/audit.head``
+(the head witness, sealed with the key too), and ``verify`` compares the table's tail with it.
+
+The key file and a seq-0 witness are made together with the first record ever: from then on a
+missing witness is damage, so an emptied table plus a deleted witness reads "log removed".
 
 Retention removes a prefix of the chain; the removal is itself recorded (``audit.purged``) with
 the hash of the last removed record as the anchor the first remaining record must point to.
@@ -14,11 +18,14 @@ the hash of the last removed record as the anchor the first remaining record mus
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import math
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +51,9 @@ PURGED: Final = "audit.purged"
 PURGE_EVERY_S: Final = 86400.0
 PURGE_FIRST_AFTER_S: Final = 60.0
 HEAD_FILE: Final = "audit.head"
+KEY_FILE: Final = "audit.key"
+KEY_BYTES: Final = 32
+KEY_SETTING: Final = "audit_key_file"  # the setting named in key errors
 Outcome = Literal["ok", "denied", "failed"]
 OUTCOMES: Final = ("ok", "denied", "failed")
 
@@ -78,9 +88,77 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def record_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+def record_hash(key: bytes, prev_hash: str, fields: Mapping[str, Any]) -> str:
+    """The record's seal: HMAC-SHA256 under the audit key, so only a key holder can make one."""
     body = canonical_json({k: fields[k] for k in HASHED_FIELDS})
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    return hmac.new(key, (prev_hash + body).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# -- the key -----------------------------------------------------------------------------------
+
+
+def audit_key_path(settings: Settings) -> Path:
+    return settings.audit_key_file or settings.data_dir / KEY_FILE
+
+
+def read_key(path: Path) -> bytes | None:
+    """The key in ``path`` (32 raw bytes, or 64 hex digits for a key copied as text); None when
+    there is no such file. Anything else is a BadInput naming the setting."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BadInput(
+            f"cannot read the audit key file {path}: {exc.strerror or exc}", KEY_SETTING
+        ) from None
+    if len(data) == KEY_BYTES:
+        return data
+    text = data.strip()
+    if len(text) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise BadInput(
+        f"the audit key file {path} must hold {KEY_BYTES} bytes (or {2 * KEY_BYTES} hex "
+        f"digits); it holds {len(data)} bytes",
+        KEY_SETTING,
+    )
+
+
+def create_key(path: Path) -> bytes:
+    """Make a new key file (mode 0600, durable); an existing one is read, never replaced."""
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        existing = read_key(path)
+        if existing is None:  # removed again in between: not worth a retry loop
+            raise BadInput(f"the audit key file {path} vanished while made", KEY_SETTING) from None
+        return existing
+    except OSError as exc:
+        raise BadInput(
+            f"cannot create the audit key file {path}: {exc.strerror or exc}", KEY_SETTING
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(path.parent)
+    log.info("created the audit key %s", path)
+    return key
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_secret_key(key: str) -> bool:
@@ -184,6 +262,7 @@ DamageKind = Literal[
     "truncated",  # the newest records were deleted (the head witness is ahead)
     "witness-mismatch",  # the head witness names a record the table holds differently
     "witness-missing",  # records exist but the head witness file is gone
+    "log-removed",  # the key shows records were written; table and witness are gone
 ]
 
 
@@ -205,9 +284,10 @@ class ChainChecker:
     """Walks records in seq order and reports the first damage; shared by ``verify`` (the
     table) and ``verify_export`` (an auditor's offline copy)."""
 
-    def __init__(self, anchors: Mapping[int, str]) -> None:
+    def __init__(self, anchors: Mapping[int, str], key: bytes) -> None:
         # first remaining seq -> the prev_hash a purge record says it must carry
         self.anchors = anchors
+        self.key = key
         self.prev: Mapping[str, Any] | None = None
         self.first: Mapping[str, Any] | None = None
         self.checked = 0
@@ -234,7 +314,9 @@ class ChainChecker:
                     "chain-break",
                     f"record {seq} does not follow record {prev['seq']} (inserted or moved)",
                 )
-        if record_hash(str(rec["prev_hash"]), rec) != rec["hash"]:
+        if not hmac.compare_digest(
+            record_hash(self.key, str(rec["prev_hash"]), rec), str(rec["hash"])
+        ):
             return "hash-mismatch", f"record {seq} was changed after it was written"
         self.prev = rec
         self.checked += 1
@@ -277,11 +359,12 @@ def read_export(path: Path) -> Iterator[dict[str, Any]]:
                     yield _parse_export_line("jsonl", json.loads(line))
 
 
-def verify_export(records: Iterable[Mapping[str, Any]]) -> VerifyResult:
-    """Check an exported, whole-platform chain offline (no head witness: the export's end is
-    its head). The anchor of a purged prefix is taken from the export's purge records."""
+def verify_export(records: Iterable[Mapping[str, Any]], key: bytes) -> VerifyResult:
+    """Check an exported, whole-platform chain offline with the audit key (no head witness: the
+    export's end is its head). The anchor of a purged prefix is taken from the export's purge
+    records."""
     recs = list(records)
-    checker = ChainChecker(purge_anchors(recs))
+    checker = ChainChecker(purge_anchors(recs), key)
     for rec in recs:
         damage = checker.feed(rec)
         if damage:
@@ -305,24 +388,74 @@ def _seq(rec: Mapping[str, Any] | None) -> int | None:
 # -- the head witness --------------------------------------------------------------------------
 
 
-def read_witness(path: Path) -> tuple[int, str] | None:
+# What read_witness answers for a witness that does not parse or is not sealed with the key.
+BAD_WITNESS: Final = (-1, "unreadable")
+WitnessWrite = Literal["written", "behind", "missing", "unreadable"]
+
+
+def witness_mac(key: bytes, seq: int, digest: str) -> str:
+    """The witness's own seal: without it, someone who deleted the newest records could point
+    the witness at the record now last (its hash is readable in the table)."""
+    return hmac.new(key, f"audit.head\n{seq}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+def read_witness(path: Path, key: bytes) -> tuple[int, str] | None:
+    """(seq, hash) of the witness; None when there is none; BAD_WITNESS when it does not parse
+    or its seal does not match the key."""
     try:
         data = json.loads(path.read_text())
-        return int(data["seq"]), str(data["hash"])
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError):
-        return (-1, "unreadable")
+    except (OSError, ValueError):
+        return BAD_WITNESS
+    try:
+        seq, digest, mac = int(data["seq"]), str(data["hash"]), str(data["mac"])
+    except (KeyError, TypeError, ValueError):
+        return BAD_WITNESS
+    if not hmac.compare_digest(mac, witness_mac(key, seq, digest)):
+        return BAD_WITNESS
+    return seq, digest
 
 
-def write_witness(path: Path, seq: int, digest: str) -> None:
-    """Atomically replace the witness and make it durable before returning."""
+def write_witness(path: Path, key: bytes, seq: int, digest: str) -> None:
+    """Atomically replace the witness and make it durable before returning (no checks: the
+    appenders call ``advance_witness``)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    body = {"seq": seq, "hash": digest, "mac": witness_mac(key, seq, digest)}
     with tmp.open("w") as fh:
-        fh.write(json.dumps({"seq": seq, "hash": digest}) + "\n")
+        fh.write(json.dumps(body) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def advance_witness(
+    path: Path, key: bytes, seq: int, digest: str, *, create: bool = False
+) -> WitnessWrite:
+    """Move the witness forward to (seq, digest).
+
+    The write happens after the record's commit, outside the database lock, so two appenders
+    (the server and a CLI command are separate processes) can finish in either order. Under an
+    exclusive flock on ``<witness>.lock`` the on-disk witness is read and replaced only when
+    ``seq`` is higher, so the witness never moves backwards. A missing or unreadable witness is
+    left alone (it is the evidence ``verify`` reports; recreating it would hide a removal),
+    except with ``create``: the seq-0 witness made together with the key.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            current = read_witness(path, key)
+            if current is None and not create:
+                return "missing"
+            if current == BAD_WITNESS:
+                return "unreadable"
+            if current is not None and current[0] >= seq:
+                return "behind"
+            write_witness(path, key, seq, digest)
+            return "written"
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -336,11 +469,15 @@ class AuditLog:
         *,
         clock: Callable[[], int] = now_ns,
         head_path: Path | None = None,
+        key_path: Path | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.clock = clock  # tests inject one to write records "days ago"
         self.head_path = head_path or settings.data_dir / HEAD_FILE
+        self.key_path = key_path or audit_key_path(settings)
+        # Loaded once for appending: a key file replaced while serving does not fork the chain.
+        self._key: bytes | None = None
         # Appends are serialised in this process; across processes SQLite's write lock (the
         # IMMEDIATE transaction of Registry._write) serialises them, as the last record is
         # read inside the same transaction that appends the next.
@@ -400,12 +537,13 @@ class AuditLog:
         last = s.execute(
             select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
         ).first()
+        key = self._append_key(table_empty=last is None)
         if last is None:
             seq, prev = 1, GENESIS
         else:
             seq, prev = last.seq + 1, last.hash
         fields = {**fields, "seq": seq}
-        digest = record_hash(prev, fields)
+        digest = record_hash(key, prev, fields)
         s.add(
             AuditRecord(
                 seq=seq,
@@ -425,12 +563,48 @@ class AuditLog:
         s.flush()
         return seq, digest
 
+    def _append_key(self, *, table_empty: bool) -> bytes:
+        """The sealing key, made (with the seq-0 witness) by the first record ever.
+
+        Called inside the append's write transaction, so two processes cannot both make one.
+        """
+        if self._key is not None:
+            return self._key
+        key = read_key(self.key_path)
+        if key is None:
+            if not table_empty:
+                # A new key would seal records nobody can link to the old ones: refuse.
+                raise BadInput(
+                    f"the audit key file {self.key_path} is missing but the audit log holds "
+                    "records sealed with it; restore the key file",
+                    KEY_SETTING,
+                )
+            key = create_key(self.key_path)
+            # The "chain started" fact: from now on a missing witness is damage.
+            try:
+                if advance_witness(self.head_path, key, 0, GENESIS, create=True) != "written":
+                    log.error("audit head witness %s already existed at genesis", self.head_path)
+            except OSError:
+                log.exception("could not write the audit head witness %s", self.head_path)
+        self._key = key
+        return key
+
     def _witness(self, seq: int, digest: str) -> None:
+        key = self._key
+        assert key is not None  # _append loaded it
         try:
-            write_witness(self.head_path, seq, digest)
+            outcome = advance_witness(self.head_path, key, seq, digest)
         except OSError:
             # The record is committed; verify will report it as unwitnessed, not lost.
             log.exception("could not write the audit head witness %s", self.head_path)
+            return
+        if outcome in ("missing", "unreadable"):
+            log.error(
+                "audit head witness %s is %s; left for verify to report (record %d unwitnessed)",
+                self.head_path,
+                outcome,
+                seq,
+            )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -607,16 +781,26 @@ class AuditLog:
 
         ``progress(done, total)`` is called every few thousand records (the CLI's bar).
         """
+        # Read from disk each time (not the appenders' cached key): a replaced key file shows.
+        key = read_key(self.key_path)
+        if key is None:
+            if self.count() == 0 and not self.head_path.exists():
+                return VerifyResult(True, 0, None, None, message="audit log is empty")
+            raise BadInput(
+                f"the audit key file {self.key_path} is missing; the chain cannot be verified "
+                "without the key it was sealed with",
+                KEY_SETTING,
+            )
         # The witness first, then one read transaction (one WAL snapshot): appends racing the
         # walk can only put the table ahead of the witness, never behind it.
-        witness = read_witness(self.head_path)
+        witness = read_witness(self.head_path, key)
         with self.registry._read() as s:
             total = int(s.scalar(select(func.count()).select_from(AuditRecord)) or 0)
             purges = s.execute(
                 select(AuditRecord.action, AuditRecord.details).where(AuditRecord.action == PURGED)
             )
             anchors = purge_anchors({"action": a, "details": _loads(d)} for a, d in purges)
-            checker = ChainChecker(anchors)
+            checker = ChainChecker(anchors, key)
             after, page = 0, 5000
             while True:
                 batch = [_entry(r) for r in s.scalars(_query(_everything(after), page))]
@@ -638,7 +822,9 @@ class AuditLog:
                     break
                 after = batch[-1].seq
             named = None
-            if (
+            if witness is not None and witness[0] == 0:
+                named = GENESIS  # the witness made with the key, before any record
+            elif (
                 witness is not None
                 and checker.prev is not None
                 and witness[0] < checker.prev["seq"]
@@ -659,7 +845,17 @@ class AuditLog:
     ) -> VerifyResult:
         if witness is None:
             if tail is None:
-                return VerifyResult(True, 0, None, None, message="audit log is empty")
+                return VerifyResult(
+                    False,
+                    0,
+                    None,
+                    None,
+                    None,
+                    "log-removed",
+                    f"the audit log was removed: the key file {self.key_path} shows that records "
+                    f"were written, but the table is empty and the head witness {self.head_path} "
+                    "is gone",
+                )
             return VerifyResult(
                 False,
                 checked,
@@ -670,7 +866,20 @@ class AuditLog:
                 f"the head witness {self.head_path} is missing; records after seq {last} may "
                 "have been deleted",
             )
+        if witness == BAD_WITNESS:
+            return VerifyResult(
+                False,
+                checked,
+                first,
+                last,
+                last,
+                "witness-mismatch",
+                f"the head witness {self.head_path} is unreadable or not sealed with the audit key "
+                "(forged or replaced)",
+            )
         w_seq, w_hash = witness
+        if w_seq == 0 and tail is None:
+            return VerifyResult(True, 0, None, None, message="audit log is empty")
         if tail is None or last is None or w_seq > last:
             have = "no records" if last is None else f"the last record is {last}"
             return VerifyResult(

@@ -387,3 +387,114 @@ def test_requests_are_validated_and_scoped_to_the_tenant(
     assert (
         client.post("/api/v1/egress/requests/999999/approve", headers=beta_sec).status_code == 404
     )
+
+
+# -- subtree-bound approvers and requesters ------------------------------------------------------
+
+
+@pytest.fixture
+def sites(platform: Platform, acme: Tenant) -> tuple[int, int]:
+    """acme > site-1 (device in1) and site-2 (device out2), a general signal each."""
+    reg, t = platform.registry, acme.info.id
+    ent = reg.create_asset(t, "enterprise", "acme")
+    site1 = reg.create_asset(t, "site", "site-1", ent.id)
+    site2 = reg.create_asset(t, "site", "site-2", ent.id)
+    reg.create_device(t, "in1", asset_id=site1.id)
+    reg.create_device(t, "out2", asset_id=site2.id)
+    for device in ("in1", "out2"):
+        reg.create_signal(t, device, SignalSpec("temp"))
+    return site1.id, site2.id
+
+
+def test_a_subtree_security_admin_decides_only_inside_their_subtree(
+    client: TestClient,
+    platform: Platform,
+    acme: Tenant,
+    user_headers: UserHeaders,
+    sites: tuple[int, int],
+) -> None:
+    site1, site2 = sites
+    t = acme.info.id
+    eng = user_headers(Role.ENGINEER, t)
+    local_sec = user_headers(Role.SECURITY_ADMIN, t, site1)
+    sec = user_headers(Role.SECURITY_ADMIN, t)
+    base = {"destination": "download", "reason": "report", "duration_s": 3600}
+
+    def file(**subject: Any) -> int:
+        r = client.post("/api/v1/egress/requests", json={**base, **subject}, headers=eng)
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    inside = file(signals=["in1/temp"])
+    inside_asset = file(asset_id=site1)
+    outside = file(signals=["out2/temp"])
+    outside_asset = file(asset_id=site2)
+    mixed = file(signals=["in1/temp", "out2/temp"])
+    listed = client.get("/api/v1/egress/requests", headers=local_sec).json()
+    assert sorted(x["id"] for x in listed) == [inside, inside_asset]
+    everything = client.get("/api/v1/egress/requests", headers=sec).json()
+    assert len(everything) == 5
+    # Outside the subtree: exactly the answer for an id nobody uses.
+    for rid in (outside, outside_asset, mixed):
+        for method, path in (
+            ("POST", f"/api/v1/egress/requests/{rid}/approve"),
+            ("POST", f"/api/v1/egress/requests/{rid}/reject"),
+            ("DELETE", f"/api/v1/egress/requests/{rid}"),
+        ):
+            r_hidden = client.request(method, path, headers=local_sec)
+            r_ghost = client.request(method, path.replace(str(rid), "999999"), headers=local_sec)
+            assert r_hidden.status_code == r_ghost.status_code == 404, (path, r_hidden.text)
+            assert (
+                r_hidden.json()["error"]["message"].replace(str(rid), "999999")
+                == (r_ghost.json()["error"]["message"])
+            )
+    assert {x["status"] for x in client.get("/api/v1/egress/requests", headers=sec).json()} == {
+        "pending"
+    }
+    # Inside: decided as usual.
+    r = client.post(f"/api/v1/egress/requests/{inside}/approve", headers=local_sec)
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/v1/egress/requests/{inside_asset}/reject", headers=local_sec)
+    assert r.status_code == 200, r.text
+    assert client.post(f"/api/v1/egress/requests/{outside}/approve", headers=sec).status_code == 200
+
+
+def test_a_hidden_signal_cannot_be_probed_through_a_request(
+    client: TestClient, acme: Tenant, user_headers: UserHeaders, sites: tuple[int, int]
+) -> None:
+    scoped = user_headers(Role.ENGINEER, acme.info.id, sites[0])
+    base = {"destination": "download", "reason": "report", "duration_s": 3600}
+
+    def file(*keys: str) -> Any:
+        return client.post(
+            "/api/v1/egress/requests", json={**base, "signals": list(keys)}, headers=scoped
+        )
+
+    hidden = file("in1/temp", "out2/temp", "nowhere/temp")
+    ghost = file("in1/temp", "ghost/temp", "nowhere/temp")
+    assert hidden.status_code == ghost.status_code == 404, (hidden.text, ghost.text)
+    assert ghost.json()["error"]["message"] == "unknown signals: ghost/temp, nowhere/temp"
+    assert hidden.json()["error"]["message"] == "unknown signals: out2/temp, nowhere/temp"
+    assert file("in1/temp").status_code == 201
+
+
+def test_a_platform_admin_enters_the_tenant_once_per_request(
+    client: TestClient, platform: Platform, acme: Tenant
+) -> None:
+    from tests.security.conftest import PASSWORD
+
+    root = platform.auth.create_user(None, "root", PASSWORD, [Role.PLATFORM_ADMIN])
+    _, token = platform.auth.issue_token(root.id, "ops")
+    platform.auth.create_grant(acme.info.id, "root", 3600, "support ticket 7")
+    headers = {"Authorization": f"Bearer {token}", "X-Shopfloor-Tenant": "acme"}
+    # The grant gives reading only: neither egress.approve nor data.export.
+    r = client.get("/api/v1/egress/requests", headers=headers)
+    assert r.status_code == 403, r.text
+    assert "egress.approve or data.export" in r.json()["error"]["message"]
+    used = platform.audit.records(AuditFilter(all_tenants=True, action="access.grant.used"))
+    assert [(u.outcome, u.tenant_id) for u in used] == [("ok", acme.info.id)]
+    # Without a grant the refusal is the grant's, recorded once as well.
+    r = client.get("/api/v1/egress/requests", headers={**headers, "X-Shopfloor-Tenant": "beta"})
+    assert r.status_code == 403
+    used = platform.audit.records(AuditFilter(all_tenants=True, action="access.grant.used"))
+    assert [u.outcome for u in used] == ["ok", "denied"]

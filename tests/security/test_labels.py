@@ -263,3 +263,35 @@ def test_invalid_labels_are_rejected_naming_the_field(
         r = put(client, sec, f"assets/{plant.site}", **body)
         assert r.status_code == 422, (body, r.text)
         assert field in (r.json()["error"]["field"] or ""), r.json()
+
+
+def test_hidden_signals_answer_as_unknown_ones(
+    client: TestClient, platform: Platform, acme: Tenant, plant: Plant, user_headers: UserHeaders
+) -> None:
+    # A security admin bound to the line sees press-1 (on the machine below it) only.
+    reg, t = platform.registry, acme.info.id
+    reg.create_device(t, "other", asset_id=plant.site)
+    reg.create_signal(t, "other", SignalSpec("temp"))
+    scoped = user_headers(Role.SECURITY_ADMIN, t, plant.line)
+
+    def get(*keys: str) -> Any:
+        return client.get(
+            "/api/v1/labels/effective", params=[("signal", k) for k in keys], headers=scoped
+        )
+
+    hidden = get("press-1/temp", "other/temp", "nowhere/x")
+    ghost = get("press-1/temp", "ghost/temp", "nowhere/x")
+    assert hidden.status_code == ghost.status_code == 404, (hidden.text, ghost.text)
+    assert ghost.json()["error"]["message"] == "unknown signals: ghost/temp, nowhere/x"
+    assert hidden.json()["error"]["message"] == "unknown signals: other/temp, nowhere/x"
+    assert get("press-1/temp").status_code == 200
+    # Setting labels: the same answer for a hidden signal as for an unknown one.
+    r_hidden = put(client, scoped, "signals/other/temp", classification="core")
+    r_ghost = put(client, scoped, "signals/ghost/temp", classification="core")
+    assert r_hidden.status_code == r_ghost.status_code == 404
+    assert (
+        r_hidden.json()["error"]["message"].replace("other", "ghost")
+        == (r_ghost.json()["error"]["message"])
+    )
+    assert reg.get_signal(t, "other/temp").classification == "general"
+    assert put(client, scoped, "signals/press-1/temp", classification="core").status_code == 200

@@ -1,4 +1,10 @@
-"""Ingest and query endpoints: the data plane of the HTTP API."""
+"""Ingest and query endpoints: the data plane of the HTTP API.
+
+JSON reads (``/points``, ``/downsample``, ``/latest``) deliver data inside the platform to an
+authenticated user of the tenant (``data.read``): they are not egress. A file download is:
+``/points?format=csv`` needs ``data.export`` and passes the egress policy exactly like
+``GET /export`` (api/export_routes.check_download; docs/data-classification.md).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from starlette.responses import Response
 
 from shopfloor.api import scoping
 from shopfloor.api.deps import get_platform
+from shopfloor.api.export_routes import audit_download, check_download
 from shopfloor.api.ingest_endpoint import ARROW_STREAM, check_length, ingest_body
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
@@ -178,8 +185,18 @@ TimeFormat = Literal["iso", "ms", "ns"]
 Signals = Annotated[list[str], Query(alias="signal", description="device/signal, repeatable")]
 
 
-@router.get("/points", summary="Raw points of one or more signals", responses=_ERRORS)
+@router.get(
+    "/points",
+    summary="Raw points of one or more signals",
+    description=(
+        "format=json is a read inside the platform (data.read). format=csv is a file "
+        "download, an egress: it also needs data.export and passes the egress policy like "
+        "GET /api/v1/export (channel 'export', destination 'download'); audited."
+    ),
+    responses=_ERRORS,
+)
 async def points(
+    request: Request,
     signal: Signals,
     scope: Annotated[Scope, Depends(scope_of(Permission.DATA_READ))],
     platform: Annotated[Platform, Depends(get_platform)],
@@ -190,18 +207,49 @@ async def points(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     t0, t1 = _window(start, end)
+    if format == "csv":
+        return await _csv_download(request, platform, scope, signal, t0, t1, limit)
     names = _resolve(platform, scope, signal)
     table = await asyncio.to_thread(
         platform.historian.query_raw, scope.tenant_id, list(names), t0, t1, limit
     )
-    if format == "csv":
-        return _csv(table, names)
     cols = (
         ["value", "text", "quality"]
         if table.column("text").null_count < table.num_rows
         else ["value", "quality"]
     )
     return JSON({"series": _series(table, names, "ts", time_format, cols)})
+
+
+async def _csv_download(
+    request: Request,
+    platform: Platform,
+    scope: Scope,
+    signal: list[str],
+    t0: int,
+    t1: int,
+    limit: int,
+) -> Response:
+    """Raw points as a CSV file: an egress, checked and audited as GET /export is."""
+    # The read scope's principal has entered its tenant already: no second grant use.
+    export = scope_of(Permission.DATA_EXPORT)(request, scope.principal, platform)
+    if not signal:
+        raise BadInput("name at least one signal as device/signal", "signal")
+    keys = list(dict.fromkeys(signal))
+    ids, decision = await asyncio.to_thread(check_download, platform, export, request, keys)
+    table = await asyncio.to_thread(
+        platform.historian.query_raw, export.tenant_id, ids, t0, t1, limit
+    )
+    response = _csv(table, dict(zip(ids, keys, strict=True)))
+    details: dict[str, object] = {
+        "signals": len(keys),
+        "rows": table.num_rows,
+        "bytes": len(response.body),
+        "format": "csv",
+        "route": "points",
+    }
+    audit_download(platform, export, request, "download", decision, details)
+    return response
 
 
 def signal_keys(sid: np.ndarray, names: dict[int, str]) -> pa.Array:

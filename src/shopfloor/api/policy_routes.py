@@ -22,7 +22,7 @@ from shopfloor.core.types import Classification
 from shopfloor.registry.models import LABEL_LEN
 from shopfloor.security.egress import MAX_DURATION_S, ApprovalInfo, ApprovalStatus, EgressApprovals
 from shopfloor.security.labels import EffectiveLabel, Labels, LabelService
-from shopfloor.security.principal import Scope
+from shopfloor.security.principal import Principal, Scope
 from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1")
@@ -47,13 +47,18 @@ Approve = Annotated[Scope, Depends(need(Permission.EGRESS_APPROVE))]
 def need_egress_approve_or_data_export(
     request: Request, principal: Caller, platform: Plat
 ) -> Scope:
-    """Approvers see and revoke every request; exporters their own."""
+    """Approvers see and revoke the requests inside their scope; exporters their own."""
     try:
         return need(Permission.EGRESS_APPROVE)(request, principal, platform)
     except Forbidden:
-        pass
+        # need() enters the tenant of a platform principal (under an access grant, audited)
+        # and keeps the entered principal on request.state: use that one, so a request
+        # enters (and audits) once. Not inside a tenant at all: that refusal stands.
+        entered: Principal = getattr(request.state, "principal", principal)
+        if entered.tenant is None:
+            raise
     try:
-        return need(Permission.DATA_EXPORT)(request, principal, platform)
+        return need(Permission.DATA_EXPORT)(request, entered, platform)
     except Forbidden:
         raise Forbidden("this call needs the egress.approve or data.export permission") from None
 
@@ -193,16 +198,10 @@ def effective_labels(
     signal: Annotated[list[str], Query(description="device/signal, repeatable", min_length=1)],
 ) -> list[EffectiveOut]:
     svc = LabelService(platform.registry)
-    keys = list(dict.fromkeys(signal))
-    ids = svc.signal_ids(me.tenant_id, keys)
+    # Signals outside the caller's subtree answer exactly as unknown ones.
+    ids = svc.scoped_signal_ids(me, list(dict.fromkeys(signal)))
     labels = svc.effective(me.tenant_id, ids)
-    out = []
-    for sid, key in zip(ids, keys, strict=True):
-        lab = labels[sid]
-        if not me.allows_asset(lab.asset_id):
-            raise NotFound(f"unknown signals: {key}")  # outside the caller's subtree
-        out.append(_effective(lab))
-    return out
+    return [_effective(labels[sid]) for sid in ids]
 
 
 @router.put(
@@ -249,9 +248,7 @@ def put_signal_labels(
     key: str, body: LabelsIn, me: LabelsWrite, platform: Plat, request: Request
 ) -> LabelChange:
     svc = LabelService(platform.registry)
-    sid = svc.signal_ids(me.tenant_id, [key])[0]
-    if not me.allows_asset(svc.effective(me.tenant_id, [sid])[sid].asset_id):
-        raise NotFound(f"signal {key!r} not found")
+    svc.scoped_signal_ids(me, [key])  # hidden (outside the subtree) answers as unknown
     old, new = svc.set_signal(me.tenant_id, key, body.labels())
     obj = f"signal:{key}"
     _record_change(platform, me, request, obj, old.as_dict(), new.as_dict())
@@ -305,14 +302,13 @@ def create_egress_request(
 
 @router.get(
     "/egress/requests",
-    summary="Egress requests: all of the tenant's for a security admin, else the caller's own",
+    summary="Egress requests: those in a security admin's scope, and the caller's own",
     responses={**AUTH, **E403},
     tags=["egress"],
 )
 def list_egress_requests(me: EgressUser, platform: Plat) -> list[EgressRequestOut]:
-    approver = bool(me.principal.holds(Permission.EGRESS_APPROVE, me.tenant_id))
-    infos = _approvals(platform).find(me.tenant_id, None if approver else me.principal)
-    return [_request(i) for i in infos]
+    approver = me.permission is Permission.EGRESS_APPROVE
+    return [_request(i) for i in _approvals(platform).find(me, approver=approver)]
 
 
 @router.post(

@@ -17,7 +17,7 @@ Whole-tenant scopes (``scope.assets is None``, the usual case) return at once, w
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request
@@ -25,7 +25,11 @@ from fastapi import Depends, Request
 from shopfloor.api.deps import get_platform, need
 from shopfloor.api.platform import Platform
 from shopfloor.core.errors import Forbidden, NotFound
-from shopfloor.registry.service import DeviceInfo, Registry, SignalInfo, split_key
+from shopfloor.registry.service import DeviceInfo, Registry, SignalInfo
+
+# Data queries: every device/signal key in scope, hidden ones reported as unknown. Defined
+# with the label service so that the egress and label services apply the same rule.
+from shopfloor.security.labels import check_signal_keys as check_signal_keys
 from shopfloor.security.principal import Scope
 from shopfloor.security.roles import Permission
 
@@ -109,32 +113,6 @@ def check_signal(scope: Scope, registry: Registry, key_or_id: str) -> None:
         raise NotFound(f"signal {key_or_id!r} not found")
 
 
-def check_signal_keys(scope: Scope, registry: Registry, keys: Sequence[str]) -> None:
-    """Data queries: every ``device/signal`` key is in scope. Hidden keys are reported in
-    the same ``unknown signals: ...`` error as unknown ones, in the order asked."""
-    if scope.assets is None:
-        return
-    devices = [split_key(k)[0] for k in keys]  # a malformed key fails first, as unscoped
-    places = registry.device_assets(scope.tenant_id)
-    hidden = {
-        k
-        for k, d in zip(keys, devices, strict=True)
-        if d in places and not scope.allows_asset(places[d])
-    }
-    if not hidden:
-        return
-    unknown = set()
-    for k in dict.fromkeys(keys):
-        if k in hidden:
-            continue
-        try:
-            registry.resolve_keys(scope.tenant_id, [k])
-        except NotFound:
-            unknown.add(k)
-    named = [k for k in dict.fromkeys(keys) if k in hidden or k in unknown]
-    raise NotFound(f"unknown signals: {', '.join(named)}")
-
-
 # -- filtering ---------------------------------------------------------------------------------
 
 
@@ -181,9 +159,10 @@ def visible_tree(scope: Scope, nodes: list[dict[str, Any]]) -> list[dict[str, An
 # -- dependencies: the path's object checked before the route runs ----------------------------
 
 
-@functools.cache
-def device_scope(perm: Permission, param: str = "name") -> Callable[..., Scope]:
-    """``need(perm)`` plus: the device named by path parameter ``param`` is in scope."""
+def _path_scope(
+    perm: Permission, param: str, kind: str, check: Callable[[Scope, Registry, Any], None]
+) -> Callable[..., Scope]:
+    """``need(perm)`` plus ``check(scope, registry, <path parameter param>)``."""
     needs = scope_of(perm)
 
     def dependency(
@@ -191,41 +170,32 @@ def device_scope(perm: Permission, param: str = "name") -> Callable[..., Scope]:
         scope: Scope = Depends(needs),
         platform: Platform = Depends(get_platform),
     ) -> Scope:
-        check_device(scope, platform.registry, request.path_params[param])
+        check(scope, platform.registry, request.path_params[param])
         return scope
 
-    dependency.__name__ = f"device_scope_{perm.name.lower()}"
+    dependency.__name__ = f"{kind}_scope_{perm.name.lower()}"
     return dependency
+
+
+@functools.cache
+def device_scope(perm: Permission, param: str = "name") -> Callable[..., Scope]:
+    """``need(perm)`` plus: the device named by path parameter ``param`` is in scope."""
+    return _path_scope(perm, param, "device", check_device)
 
 
 @functools.cache
 def signal_scope(perm: Permission, param: str = "key") -> Callable[..., Scope]:
     """``need(perm)`` plus: the signal named by path parameter ``param`` is in scope."""
-    needs = scope_of(perm)
+    return _path_scope(perm, param, "signal", check_signal)
 
-    def dependency(
-        request: Request,
-        scope: Scope = Depends(needs),
-        platform: Platform = Depends(get_platform),
-    ) -> Scope:
-        check_signal(scope, platform.registry, request.path_params[param])
-        return scope
 
-    dependency.__name__ = f"signal_scope_{perm.name.lower()}"
-    return dependency
+def _check_asset_param(scope: Scope, _registry: Registry, raw: object) -> None:
+    # FastAPI validates the int itself afterwards; a non-number is its 422, not ours.
+    if isinstance(raw, int) or (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
+        check_asset(scope, int(raw))
 
 
 @functools.cache
 def asset_scope(perm: Permission, param: str = "asset_id") -> Callable[..., Scope]:
     """``need(perm)`` plus: the asset of path parameter ``param`` is in scope."""
-    needs = scope_of(perm)
-
-    def dependency(request: Request, scope: Scope = Depends(needs)) -> Scope:
-        raw = request.path_params[param]
-        # FastAPI validates the int itself afterwards; a non-number is its 422, not ours.
-        if isinstance(raw, int) or (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
-            check_asset(scope, int(raw))
-        return scope
-
-    dependency.__name__ = f"asset_scope_{perm.name.lower()}"
-    return dependency
+    return _path_scope(perm, param, "asset", _check_asset_param)

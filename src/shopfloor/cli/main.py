@@ -260,6 +260,7 @@ def export(
     destination_region: Annotated[
         str | None, typer.Option(help="Region of the destination; default this deployment's.")
     ] = None,
+    config: ConfigFile = None,
 ) -> None:
     """Export points to CSV or Parquet, with progress, after the egress policy check."""
     import getpass
@@ -269,12 +270,18 @@ def export(
     from shopfloor.interop.transfer import export_file
     from shopfloor.security.egress import EgressPolicy
 
-    platform = _platform(_settings(None, data_dir=data_dir))
+    # --config: the deployment's region (the default destination region) is a setting.
+    platform = _platform(_settings(config, data_dir=data_dir))
     try:
         info = _tenant(platform, tenant)
         t0, t1 = parse_instant(start, "start"), parse_instant(end, "end")
         # An export is an egress: the labels decide before anything is written (audited).
-        keys = signal or [s.key for s in platform.registry.list_signals(info.id)]
+        # The keys are fixed here, and exactly these are exported: a signal created between
+        # the check and the export must not slip out unchecked.
+        if signal:
+            keys = list(dict.fromkeys(signal))
+        else:
+            keys = [s.key for s in platform.registry.list_signals(info.id)]
         ids = platform.registry.resolve_keys(info.id, keys).tolist() if keys else []
         actor = f"cli:{getpass.getuser()}"
         try:
@@ -287,7 +294,7 @@ def export(
             raise typer.Exit(1) from None
         with _progress() as progress:
             report = export_file(
-                platform, info, file, signals=signal, start=t0, end=t1, progress=progress
+                platform, info, file, signals=keys, start=t0, end=t1, progress=progress
             )
         platform.audit.record(
             "data.export", f"export:{file.resolve()}", "ok", actor=actor, role="local",

@@ -11,7 +11,9 @@ webhooks, MQTT bridges and federation) calls ONE entry point before sending anyt
 
 (``check_local(tenant_id, actor, ...)`` does the same for a local operator with no
 principal, e.g. the CLI; ``decide(...)`` answers without auditing or raising, for previews.)
-``destination_region`` None means this deployment's own region (``settings.region``).
+``destination_region`` None means this deployment's own region (``settings.region``). An
+HTTP download goes to the caller, so its region is always this deployment's:
+``download_region`` refuses any other (a caller-declared region cannot be trusted).
 
 Rules, per signal, on its effective labels (security/labels.py):
 
@@ -32,6 +34,8 @@ column, so the status is read from its timestamps: pending (neither ``approved_a
 ``revoked_at``), approved (``approved_at``; expired once ``expires_at`` passes), revoked
 (both), rejected (``revoked_at`` without ``approved_at``; ``approved_by`` then names who
 rejected it). The requested duration waits in ``subject`` until approval starts the clock.
+A security admin bound below an asset sees and decides only requests whose every signal and
+asset lies in their subtree; others answer 404, exactly as an unknown id.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from sqlalchemy import select
 from shopfloor.core.config import Settings
 from shopfloor.core.errors import BadInput, Conflict, Forbidden, NotFound
 from shopfloor.core.types import Classification
-from shopfloor.registry.models import EgressApproval, utcnow
+from shopfloor.registry.models import Device, EgressApproval, Signal, utcnow
 from shopfloor.registry.service import Registry
 from shopfloor.security.audit import AuditLog
 from shopfloor.security.labels import EffectiveLabel, LabelService, check_region
@@ -60,6 +64,7 @@ Clock = Callable[[], datetime]
 MAX_DURATION_S: Final = 366 * 86400
 _NAMED: Final = 10  # blocking signals named in an error message
 _AUDITED_REASONS: Final = 100  # per-signal reasons kept in one audit record
+_CHUNK: Final = 5000  # signal ids per IN (...) query, well under SQLite's variable limit
 
 
 class Verdict(StrEnum):
@@ -200,6 +205,22 @@ class EgressPolicy:
         if destination_region is None:
             return self.settings.region
         return check_region(destination_region, "destination_region")
+
+    def download_region(self, destination_region: str | None) -> str:
+        """The destination region of an HTTP download: always this deployment's.
+
+        The file goes to the caller, whose request reached this deployment; a region the
+        caller names cannot be verified, and trusting it would let anyone declare ``cn``
+        and take ``cn``-resident data out of an ``eu`` deployment without an approval.
+        Naming the deployment's own region is accepted (and changes nothing)."""
+        here = self.settings.region
+        if destination_region is not None and destination_region != here:
+            raise BadInput(
+                f"a download goes to the caller, in this deployment's region {here!r}: leave "
+                f"destination_region out (other regions are for webhooks and bridges)",
+                "destination_region",
+            )
+        return here
 
     def decide(
         self,
@@ -438,10 +459,8 @@ class EgressApprovals:
         if not 60 <= duration_s <= MAX_DURATION_S:
             raise BadInput(f"must be between 60 and {MAX_DURATION_S} seconds", "duration_s")
         keys = list(dict.fromkeys(signals))
-        ids = self.labels.signal_ids(scope.tenant_id, keys) if keys else []
-        for lab in self.labels.effective(scope.tenant_id, ids).values():
-            if not scope.allows_asset(lab.asset_id):
-                raise NotFound(f"unknown signals: {lab.key}")  # as if absent: no probing
+        # Signals outside the caller's subtree answer exactly as unknown ones (no probing).
+        ids = self.labels.scoped_signal_ids(scope, keys) if keys else []
         if asset_id is not None:
             if asset_id not in self.registry.asset_subtree(scope.tenant_id, [asset_id]):
                 raise NotFound(f"asset {asset_id} not found")
@@ -472,19 +491,23 @@ class EgressApprovals:
         self._audit("egress.request", info, principal, source, {"reason": reason})
         return info
 
-    def find(self, tenant_id: int, requested_by: Principal | None = None) -> list[ApprovalInfo]:
-        """The tenant's requests, newest first; only one requester's when given."""
+    def find(self, scope: Scope, *, approver: bool) -> list[ApprovalInfo]:
+        """Requests the caller may see, newest first: their own, and for an ``approver``
+        every request whose subject lies inside their scope (:meth:`_within`)."""
         now = self.clock()
         with self.registry._read() as s:
             rows = s.scalars(
                 select(EgressApproval)
-                .where(EgressApproval.tenant_id == tenant_id)
+                .where(EgressApproval.tenant_id == scope.tenant_id)
                 .order_by(EgressApproval.id.desc())
             ).all()
-        if requested_by is not None:
-            me = identity(requested_by)
-            rows = [r for r in rows if _subject(r).get("requester") == me]
-        return [_info(r, now) for r in rows]
+        me = identity(scope.principal)
+        inside = self._within(scope, rows) if approver else [False] * len(rows)
+        return [
+            _info(r, now)
+            for r, ok in zip(rows, inside, strict=True)
+            if ok or _subject(r).get("requester") == me
+        ]
 
     def get(self, tenant_id: int, approval_id: int) -> ApprovalInfo:
         with self.registry._read() as s:
@@ -503,6 +526,7 @@ class EgressApprovals:
         principal = scope.principal
         now = self.clock()
         action = "egress.approve" if approve else "egress.reject"
+        self._check_within(scope, approval_id)
         with self.registry._write() as s:
             row = _row(s, scope.tenant_id, approval_id)
             status = _status(row, now)
@@ -531,11 +555,15 @@ class EgressApprovals:
         """End a pending or approved request (its requester or a security admin)."""
         principal = scope.principal
         now = self.clock()
-        with self.registry._write() as s:
+        with self.registry._read() as s:
             row = _row(s, scope.tenant_id, approval_id)
             mine = _subject(row).get("requester") == identity(principal)
             if not mine and not principal.holds(Permission.EGRESS_APPROVE, scope.tenant_id):
                 raise Forbidden("only the requester or a security admin revokes an egress request")
+        if not mine:
+            self._check_within(scope, approval_id)
+        with self.registry._write() as s:
+            row = _row(s, scope.tenant_id, approval_id)
             status = _status(row, now)
             if status not in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
                 raise Conflict(f"egress request {approval_id} is already {status.value}")
@@ -544,6 +572,45 @@ class EgressApprovals:
             info = _info(row, now)
         self._audit("egress.revoke", info, principal, source, {"was": status.value})
         return info
+
+    def _within(self, scope: Scope, rows: Sequence[EgressApproval]) -> list[bool]:
+        """Whether each request's subject lies inside ``scope``: every named signal's device
+        and every named asset in the scope's subtree. A subtree-bound security admin decides
+        only on their part of the tenant; a signal deleted since (no place) is outside."""
+        if scope.whole_tenant:
+            return [True] * len(rows)
+        subjects = [_subject(r) for r in rows]
+        wanted = {int(i) for sub in subjects for i in sub.get("signals", [])}
+        places = self._places(scope.tenant_id, wanted)
+        return [
+            all(
+                int(i) in places and scope.allows_asset(places[int(i)])
+                for i in sub.get("signals", [])
+            )
+            and all(scope.allows_asset(int(a)) for a in sub.get("assets", []))
+            for sub in subjects
+        ]
+
+    def _places(self, tenant_id: int, signal_ids: set[int]) -> dict[int, int | None]:
+        """The asset of each signal's device (None: unplaced), in chunks of one query each."""
+        out: dict[int, int | None] = {}
+        ids = sorted(signal_ids)
+        with self.registry._read() as s:
+            for k in range(0, len(ids), _CHUNK):
+                q = (
+                    select(Signal.id, Device.asset_id)
+                    .join(Device, Signal.device_id == Device.id)
+                    .where(Signal.tenant_id == tenant_id, Signal.id.in_(ids[k : k + _CHUNK]))
+                )
+                out.update({int(sid): aid for sid, aid in s.execute(q)})
+        return out
+
+    def _check_within(self, scope: Scope, approval_id: int) -> None:
+        """NotFound, exactly as for an unknown id, unless the request is inside ``scope``."""
+        with self.registry._read() as s:
+            row = _row(s, scope.tenant_id, approval_id)
+        if not self._within(scope, [row])[0]:
+            raise _not_found(approval_id)
 
     def _audit(
         self,
@@ -573,8 +640,12 @@ class EgressApprovals:
         )
 
 
+def _not_found(approval_id: int) -> NotFound:
+    return NotFound(f"egress request {approval_id} not found")
+
+
 def _row(s: Any, tenant_id: int, approval_id: int) -> EgressApproval:
     row: EgressApproval | None = s.get(EgressApproval, approval_id)
     if row is None or row.tenant_id != tenant_id:
-        raise NotFound(f"egress request {approval_id} not found")
+        raise _not_found(approval_id)
     return row

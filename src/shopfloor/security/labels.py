@@ -95,7 +95,7 @@ class EffectiveLabel:
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    """An asset's labels with inheritance applied (the same rules as for signals)."""
+    """Labels with inheritance applied, at one level (the tenant, an asset, a device...)."""
 
     classification: Classification
     classification_from: str | None
@@ -103,6 +103,30 @@ class _Node:
     personal_data_from: str | None
     residency: str | None
     residency_from: str | None
+
+    def below(self, cls: str | None, pd: bool | None, res: str | None, where: str) -> _Node:
+        """The labels one level down, where ``where`` sets its own (None inherits): the
+        ONE inheritance step, for assets, devices and signals alike."""
+        c, c_from = self.classification, self.classification_from
+        if cls is not None and RANK[Classification(cls)] > RANK[c]:
+            c, c_from = Classification(cls), where
+        p, p_from = self.personal_data, self.personal_data_from
+        if pd and not p:
+            p, p_from = True, where
+        r, r_from = (res, where) if res is not None else (self.residency, self.residency_from)
+        return _Node(c, c_from, p, p_from, r, r_from)
+
+
+def _top(tenant_res: str | None) -> _Node:
+    """Above every asset: general, no personal data, the tenant's default residency."""
+    return _Node(
+        Classification.GENERAL,
+        None,
+        False,
+        None,
+        tenant_res,
+        None if tenant_res is None else "tenant",
+    )
 
 
 class LabelService:
@@ -118,6 +142,12 @@ class LabelService:
         for k in keys:
             split_key(k)  # BadInput on a malformed key before any lookup
         return [int(i) for i in self.registry.resolve_keys(tenant_id, list(keys))]
+
+    def scoped_signal_ids(self, scope: Scope, keys: Sequence[str]) -> list[int]:
+        """``signal_ids`` inside the caller's subtree: a hidden key is unknown, in the same
+        ``unknown signals: ...`` error (:func:`check_signal_keys`)."""
+        check_signal_keys(scope, self.registry, keys)
+        return self.signal_ids(scope.tenant_id, keys)
 
     def effective(self, tenant_id: int, signal_ids: Iterable[int]) -> dict[int, EffectiveLabel]:
         """Effective labels of the signals, by id; ids of other tenants raise NotFound.
@@ -164,35 +194,27 @@ class LabelService:
                     ).all()
                 )
         nodes = _asset_nodes(tenant_res, asset_rows)
-        root = _Node(
-            Classification.GENERAL,
-            None,
-            False,
-            None,
-            tenant_res,
-            None if tenant_res is None else "tenant",
-        )
+        root = _top(tenant_res)
         for sid, sname, scls, spd, sres, did, dname, daid, dcls, dpd, dres in rows:
             key = f"{dname}/{sname}"
-            node = root if daid is None else nodes.get(daid, root)
             # Top down: the asset chain, then the device, then the signal itself.
-            cls, cls_from = node.classification, node.classification_from
-            pd, pd_from = node.personal_data, node.personal_data_from
-            res, res_from = node.residency, node.residency_from
-            for own_cls, own_pd, own_res, name in (
-                (dcls, dpd, dres, f"device:{dname}"),
-                (scls, spd, sres, f"signal:{key}"),
-            ):
-                if own_cls is not None and RANK[Classification(own_cls)] > RANK[cls]:
-                    cls, cls_from = Classification(own_cls), name
-                if own_pd and not pd:
-                    pd, pd_from = True, name
-                if own_res is not None:
-                    res, res_from = own_res, name
+            above = root if daid is None else nodes.get(daid, root)
+            n = above.below(dcls, dpd, dres, f"device:{dname}").below(
+                scls, spd, sres, f"signal:{key}"
+            )
             # A signal's own column always holds a tier: nothing stricter above means its own.
-            cls_from = cls_from or f"signal:{key}"
+            cls_from = n.classification_from or f"signal:{key}"
             out[sid] = EffectiveLabel(
-                sid, key, did, daid, cls, cls_from, pd, pd_from, res, res_from
+                sid,
+                key,
+                did,
+                daid,
+                n.classification,
+                cls_from,
+                n.personal_data,
+                n.personal_data_from,
+                n.residency,
+                n.residency_from,
             )
         missing = [str(i) for i in wanted if i not in out]
         if missing:
@@ -208,11 +230,7 @@ class LabelService:
             row = s.get(Asset, asset_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound(f"asset {asset_id} not found")
-            old = _labels_of(row.classification, row.personal_data, row.residency)
-            row.classification = _cls_value(new.classification)
-            row.personal_data = new.personal_data
-            row.residency = new.residency
-        return old, new
+            return _relabel(row, _cls_value(new.classification), new), new
 
     def set_device(self, tenant_id: int, name: str, new: Labels) -> tuple[Labels, Labels]:
         _check(new)
@@ -220,17 +238,14 @@ class LabelService:
             row = s.scalar(select(Device).where(Device.tenant_id == tenant_id, Device.name == name))
             if row is None:
                 raise NotFound(f"device {name!r} not found")
-            old = _labels_of(row.classification, row.personal_data, row.residency)
-            row.classification = _cls_value(new.classification)
-            row.personal_data = new.personal_data
-            row.residency = new.residency
-        return old, new
+            return _relabel(row, _cls_value(new.classification), new), new
 
     def set_signal(self, tenant_id: int, key: str, new: Labels) -> tuple[Labels, Labels]:
         """A signal's classification column is never NULL: null stores ``general``, the
         weakest tier, which inherits whatever stricter tier is set above."""
         _check(new)
         device, name = split_key(key)
+        cls = new.classification or Classification.GENERAL
         with self.registry._write() as s:
             row = s.scalar(
                 select(Signal)
@@ -239,11 +254,7 @@ class LabelService:
             )
             if row is None:
                 raise NotFound(f"signal {key!r} not found")
-            old = _labels_of(row.classification, row.personal_data, row.residency)
-            cls = new.classification or Classification.GENERAL
-            row.classification = cls.value
-            row.personal_data = new.personal_data
-            row.residency = new.residency
+            old = _relabel(row, cls.value, new)
         return old, Labels(cls, new.personal_data, new.residency)
 
     def tenant_residency(self, tenant_id: int) -> str | None:
@@ -262,6 +273,36 @@ class LabelService:
             old = row.residency
             row.residency = residency
         return old, residency
+
+
+def check_signal_keys(scope: Scope, registry: Registry, keys: Sequence[str]) -> None:
+    """Every ``device/signal`` key is in the scope's subtree. Hidden keys are reported in the
+    same ``unknown signals: ...`` error as unknown ones, in the order asked, so a subtree
+    user cannot tell them apart. Whole-tenant scopes return at once, without a query.
+
+    Lives here (not in api/scoping.py, which re-exports it) so that the security services
+    (labels, egress) use the same rule as the routes."""
+    if scope.assets is None:
+        return
+    devices = [split_key(k)[0] for k in keys]  # a malformed key fails first, as unscoped
+    places = registry.device_assets(scope.tenant_id)
+    hidden = {
+        k
+        for k, d in zip(keys, devices, strict=True)
+        if d in places and not scope.allows_asset(places[d])
+    }
+    if not hidden:
+        return
+    unknown = set()
+    for k in dict.fromkeys(keys):
+        if k in hidden:
+            continue
+        try:
+            registry.resolve_keys(scope.tenant_id, [k])
+        except NotFound:
+            unknown.add(k)
+    named = [k for k in dict.fromkeys(keys) if k in hidden or k in unknown]
+    raise NotFound(f"unknown signals: {', '.join(named)}")
 
 
 def classification_change(
@@ -301,6 +342,16 @@ def _labels_of(cls: str | None, pd: bool | None, res: str | None) -> Labels:
     return Labels(None if cls is None else Classification(cls), pd, res)
 
 
+def _relabel(row: Asset | Device | Signal, classification: str | None, new: Labels) -> Labels:
+    """Write ``new`` over a row's label columns (``classification`` as stored); the old."""
+    old = _labels_of(row.classification, row.personal_data, row.residency)
+    # Signal.classification is NOT NULL: set_signal always passes a tier.
+    row.classification = classification
+    row.personal_data = new.personal_data
+    row.residency = new.residency
+    return old
+
+
 def _asset_nodes(
     tenant_res: str | None,
     rows: Sequence[tuple[int, int | None, str, str | None, bool | None, str | None]],
@@ -308,14 +359,7 @@ def _asset_nodes(
     """Every asset's inherited labels, each computed once from its parent's."""
     by_id = {r[0]: r for r in rows}
     done: dict[int, _Node] = {}
-    top = _Node(
-        Classification.GENERAL,
-        None,
-        False,
-        None,
-        tenant_res,
-        None if tenant_res is None else "tenant",
-    )
+    top = _top(tenant_res)
     for start in by_id:
         # Walk up to the nearest computed ancestor, then fill the path top down. `seen`
         # guards a hand-edited cycle, which would otherwise loop forever.
@@ -329,14 +373,6 @@ def _asset_nodes(
         above = done.get(node, top) if node is not None else top
         for aid in reversed(path):
             _, _, name, cls, pd, res = by_id[aid]
-            where = f"asset:{aid}:{name}"
-            c, c_from = above.classification, above.classification_from
-            if cls is not None and RANK[Classification(cls)] > RANK[c]:
-                c, c_from = Classification(cls), where
-            p, p_from = above.personal_data, above.personal_data_from
-            if pd and not p:
-                p, p_from = True, where
-            r, r_from = (res, where) if res is not None else (above.residency, above.residency_from)
-            above = _Node(c, c_from, p, p_from, r, r_from)
+            above = above.below(cls, pd, res, f"asset:{aid}:{name}")
             done[aid] = above
     return done

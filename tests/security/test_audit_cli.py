@@ -12,6 +12,7 @@ from shopfloor.api.platform import Platform
 from shopfloor.cli.main import app
 from shopfloor.core.config import Settings
 from shopfloor.core.timeutil import DAY_NS
+from shopfloor.security.audit import AuditFilter
 
 runner = CliRunner()
 
@@ -155,3 +156,20 @@ def test_verify_with_the_key_kept_elsewhere(tmp_path: Path) -> None:
     code, output = audit("verify", "--file", str(jsonl), "--key-file", str(wrong))
     assert code == 1
     assert "hash-mismatch" in output
+
+
+def test_tenant_create_on_the_cli_is_audited(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["tenant", "create", "acme", "-d", str(data)])
+    assert result.exit_code == 0, result.output
+    platform = Platform(Settings(data_dir=data, mqtt_mode="off"))
+    try:
+        flt = AuditFilter(all_tenants=True, action="tenant.create")
+        (record,) = platform.audit.records(flt)
+        assert record.object == "tenant:acme"
+        assert record.actor.startswith("cli:")
+        assert record.tenant_id == platform.registry.get_tenant("acme").id
+        assert result.output.strip().splitlines()[-1] not in json.dumps(record.details)
+    finally:
+        platform.close()
+    assert runner.invoke(app, ["audit", "verify", "-d", str(data)]).exit_code == 0

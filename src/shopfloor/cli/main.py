@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import importlib.util
 import json
@@ -178,6 +179,16 @@ def tenant_create(
         info, key = platform.registry.create_tenant(
             name, auto_register_signals=auto_register, retention_days=retention_days
         )
+        platform.audit.record(
+            "tenant.create",
+            f"tenant:{info.name}",
+            "ok",
+            actor=f"cli:{getpass.getuser()}",
+            role="local",
+            tenant_id=info.id,
+            source="local",
+            details={"retention_days": retention_days, "auto_register": auto_register},
+        )
     except ShopfloorError as exc:
         _fail(exc)
     finally:
@@ -263,7 +274,6 @@ def export(
     config: ConfigFile = None,
 ) -> None:
     """Export points to CSV or Parquet, with progress, after the egress policy check."""
-    import getpass
 
     from shopfloor.core.errors import Forbidden
     from shopfloor.core.timeutil import parse_instant

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
 
 from shopfloor.api.deps import resolve_secret
 from shopfloor.api.platform import Platform
 from shopfloor.core.config import Settings
-from shopfloor.core.errors import BadInput, Conflict, Forbidden, NotFound, Unauthorized
+from shopfloor.core.errors import (
+    BadInput,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ShopfloorError,
+    Unauthorized,
+)
+from shopfloor.registry.models import UserSession
+from shopfloor.security import auth as auth_module
 from shopfloor.security import passwords, totp
 from shopfloor.security.audit import AuditLog
-from shopfloor.security.auth import CACHE_TTL_S, AuthService
+from shopfloor.security.auth import CACHE_TTL_S, AccountLocked, AuthService
 from shopfloor.security.principal import PrincipalKind
-from shopfloor.security.roles import Permission, Role
+from shopfloor.security.roles import Permission, Role, permissions_of
 from tests.security.conftest import PASSWORD, Tenant
 
 SETTINGS = Settings(password_min_length=12, password_history=3)
@@ -259,3 +271,137 @@ def test_secrets_never_reach_the_audit(
     ):
         assert secret not in text
     assert "10.0.0.1" in text  # the source address is recorded
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes: TOTP race, phantom eviction, cache kept on failed logins, tenant gone
+# ---------------------------------------------------------------------------------------------
+
+
+def mfa_user(platform: Platform, acme: Tenant, now: datetime) -> str:
+    """A tenant admin with TOTP confirmed at ``now - 1 step``; their TOTP secret."""
+    platform.auth.clock = lambda: now
+    platform.auth.create_user(acme.info.id, "ada", PASSWORD, [Role.TENANT_ADMIN])
+    e = platform.auth.enroll_totp("acme", "ada", PASSWORD)
+    platform.auth.clock = lambda: now - timedelta(seconds=totp.STEP_S)
+    platform.auth.confirm_totp(
+        "acme", "ada", PASSWORD, totp.code_at(e.secret, now.timestamp() - totp.STEP_S)
+    )
+    platform.auth.clock = lambda: now
+    return e.secret
+
+
+def test_one_totp_code_opens_one_session_under_concurrent_logins(
+    platform: Platform, acme: Tenant
+) -> None:
+    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    secret = mfa_user(platform, acme, now)
+    code = totp.code_at(secret, now.timestamp())
+    n = 4  # below login_max_failures: the losers are failures, not a lock
+    start = threading.Barrier(n)
+    results: list[str] = []
+
+    def attempt() -> None:
+        start.wait()  # all read totp_last_step before any of them writes it
+        try:
+            platform.auth.login("acme", "ada", PASSWORD, code)
+            results.append("ok")
+        except ShopfloorError as exc:
+            results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=attempt) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["Unauthorized"] * (n - 1) + ["ok"]
+    with platform.registry._read() as s:
+        assert s.scalar(select(func.count()).select_from(UserSession)) == 1
+
+
+def test_phantom_lock_survives_a_flood_of_other_names(
+    platform: Platform, acme: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_module, "PHANTOMS_MAX", 20)
+    auth = platform.auth
+    for _ in range(platform.settings.login_max_failures):
+        with pytest.raises(ShopfloorError):
+            auth.login("acme", "ghost", "Wrong-password-123", source="10.0.0.1")
+    with pytest.raises(AccountLocked):
+        auth.login("acme", "ghost", "Wrong-password-123", source="10.0.0.1")
+    # 30 other names, one guess each (from other addresses, past the rate limit).
+    for i in range(30):
+        with pytest.raises(Unauthorized):
+            auth.login("acme", f"name-{i}", "Wrong-password-123", source=f"10.1.0.{i}")
+    assert len(auth._phantoms) <= 20  # memory stays bounded
+    with pytest.raises(AccountLocked):  # a real account would still answer 423: so does this
+        auth.login("acme", "ghost", "Wrong-password-123", source="10.0.0.1")
+
+
+def test_failed_logins_keep_the_resolve_cache(platform: Platform, acme: Tenant) -> None:
+    auth = platform.auth
+    u = auth.create_user(acme.info.id, "eng", PASSWORD, [Role.ENGINEER])
+    auth.create_user(acme.info.id, "olga", PASSWORD, [Role.OPERATOR])
+    _, secret = auth.issue_token(u.id, "ci")
+    assert auth.resolve(secret, "-") is not None  # cached now
+    for name in ("eng", "olga", "nobody"):  # below the lock limit
+        with pytest.raises(Unauthorized):
+            auth.login("acme", name, "Wrong-password-123")
+    auth.login("acme", "olga", PASSWORD)  # a new session alters no other credential
+    auth.issue_token(u.id, "another")
+    seen = count_queries(platform)
+    assert auth.resolve(secret, "-") is not None
+    assert seen == []  # still served from memory
+    # A change that ends a credential does drop it.
+    auth.update_user(acme.info.id, "eng", disabled=True)
+    assert auth.resolve(secret, "-") is None
+
+
+def test_credential_of_a_vanished_tenant_is_unknown_not_an_error(
+    platform: Platform, client: TestClient, acme: Tenant
+) -> None:
+    u = platform.auth.create_user(acme.info.id, "olga", PASSWORD, [Role.OPERATOR])
+    _, token = platform.auth.issue_token(u.id, "ci")
+    _, session, _ = platform.auth.login("acme", "olga", PASSWORD)
+    # No route deletes a tenant yet; remove the row behind the service's back.
+    raw = platform.registry.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA foreign_keys=OFF")
+        cur.execute("DELETE FROM tenants WHERE id = ?", (acme.info.id,))
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+    finally:
+        raw.close()
+    platform.auth._changed()
+    for secret in (token, session):
+        assert platform.auth.resolve(secret, "-") is None
+        r = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code == 401, r.text
+
+
+def test_a_promotion_does_not_widen_an_unscoped_token(platform: Platform, acme: Tenant) -> None:
+    auth = platform.auth
+    u = auth.create_user(acme.info.id, "bob", PASSWORD, [Role.ENGINEER])
+    info, secret = auth.issue_token(u.id, "ci")  # scopes None: what bob holds now
+    assert info.scopes == permissions_of([Role.ENGINEER])
+    auth.set_roles(acme.info.id, "bob", [Role.TENANT_ADMIN])
+    p = auth.resolve(secret, "-")
+    assert p is not None
+    assert not p.holds(Permission.USERS_MANAGE, acme.info.id)  # the new role's, not the token's
+    assert p.holds(Permission.REGISTRY_WRITE, acme.info.id)
+    auth.set_roles(acme.info.id, "bob", [Role.VIEWER])  # a demotion still narrows it
+    p = auth.resolve(secret, "-")
+    assert p is not None
+    assert p.permissions(acme.info.id) == {Permission.DATA_READ, Permission.REGISTRY_READ}
+
+
+def test_a_token_cannot_mint_tokens(platform: Platform, acme: Tenant) -> None:
+    auth = platform.auth
+    u = auth.create_user(acme.info.id, "eng", PASSWORD, [Role.ENGINEER])
+    _, secret = auth.issue_token(u.id, "ci")
+    p = auth.resolve(secret, "-")
+    assert p is not None
+    with pytest.raises(Forbidden, match="cannot create API tokens"):
+        auth.issue_token(u.id, "child", None, 365 * 86400.0, actor=p)
+    assert [t.name for t in auth.list_tokens(u.id)] == ["ci"]

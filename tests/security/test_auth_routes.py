@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from shopfloor.api.platform import Platform
 from shopfloor.security import totp
+from shopfloor.security.auth import LOGIN_RATE_PER_S
 from shopfloor.security.roles import Role
 from tests.security.conftest import PASSWORD, Tenant, UserHeaders
 
@@ -483,7 +484,7 @@ def test_role_rules_on_the_api(
     assert r.status_code == 422
     assert "yourself" in r.json()["error"]["message"]
     assert platform.auth.user_by_id(admin_id).bindings[0].role is Role.TENANT_ADMIN
-    # A role change ends nothing silently: eve's new token carries the new bindings at once.
+    # A role change applies at once: the token resolves to the new bindings on its next use.
     eve = platform.auth.get_user(acme.info.id, "eve")
     _, tok = platform.auth.issue_token(eve.id, "ci")
     assert (
@@ -573,3 +574,174 @@ def test_grant_flow_for_a_platform_admin(
         json={"grantee": "nobody", "duration_hours": 1, "reason": "x"},
     )
     assert r.status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes: separation of duties, promotions, token minting, password change, rate limit
+# ---------------------------------------------------------------------------------------------
+
+OPERATOR_ONLY = "managed by the platform operator (shopfloor user"
+
+
+def test_tenant_admin_cannot_grant_or_touch_oversight_roles(
+    client: TestClient, platform: Platform, acme: Tenant, user_headers: UserHeaders
+) -> None:
+    """A tenant admin must not appoint, disable or reset the people who check their work."""
+    make_user(platform, acme, "sec", Role.SECURITY_ADMIN)  # the platform operator's (CLI)
+    make_user(platform, acme, "aud", Role.AUDITOR)
+    make_user(platform, acme, "eve", Role.ENGINEER)
+    for admin in (user_headers(Role.TENANT_ADMIN, acme.info.id), acme.key_headers):
+        for granted in ("security_admin", "auditor"):
+            body = {
+                "username": f"new-{granted}",
+                "password": PASSWORD,
+                "roles": [{"role": granted}],
+            }
+            r = client.post("/api/v1/users", headers=admin, json=body)
+            assert r.status_code == 403, r.text
+            assert OPERATOR_ONLY in r.json()["error"]["message"]
+            r = client.put(
+                "/api/v1/users/eve/roles", headers=admin, json={"roles": [{"role": granted}]}
+            )
+            assert r.status_code == 403, r.text
+        listed = {u["username"] for u in client.get("/api/v1/users", headers=admin).json()}
+        assert {"sec", "aud"} <= listed  # visible, not changeable
+        for name in ("sec", "aud"):
+            assert client.get(f"/api/v1/users/{name}", headers=admin).status_code == 200
+            for method, suffix, body in (
+                ("PATCH", "", {"disabled": True}),
+                ("DELETE", "", None),
+                ("PUT", "/roles", {"roles": [{"role": "viewer"}]}),
+                ("POST", "/unlock", None),
+                ("POST", "/password-reset", None),
+            ):
+                r = client.request(
+                    method, f"/api/v1/users/{name}{suffix}", headers=admin, json=body
+                )
+                assert r.status_code == 403, f"{method} {suffix}: {r.text}"
+                assert OPERATOR_ONLY in r.json()["error"]["message"]
+    sec = platform.auth.get_user(acme.info.id, "sec")
+    assert not sec.disabled
+    assert [b.role for b in sec.bindings] == [Role.SECURITY_ADMIN]
+    assert [b.role for b in platform.auth.get_user(acme.info.id, "eve").bindings] == [Role.ENGINEER]
+    # The delegated roles still work as before.
+    admin = acme.key_headers
+    r = client.put("/api/v1/users/eve/roles", headers=admin, json={"roles": [{"role": "viewer"}]})
+    assert r.status_code == 200
+    assert (
+        client.patch("/api/v1/users/eve", headers=admin, json={"disabled": True}).status_code == 200
+    )
+
+
+def test_role_change_ends_sessions_and_promotion_does_not_widen_tokens(
+    client: TestClient, platform: Platform, acme: Tenant, login: Login, clock: Clock
+) -> None:
+    """A viewer's session (no TOTP) and token must not become a tenant admin's."""
+    make_user(platform, acme, "bob", Role.VIEWER)
+    session = bearer(login("bob").json()["token"])
+    r = client.post("/api/v1/auth/tokens", headers=session, json={"name": "ci"})
+    assert r.status_code == 201, r.text
+    assert r.json()["info"]["scopes"] == ["data.read", "registry.read"]  # the snapshot
+    token = bearer(r.json()["token"])
+    r = client.put(
+        "/api/v1/users/bob/roles",
+        headers=acme.key_headers,
+        json={"roles": [{"role": "tenant_admin"}]},
+    )
+    assert r.status_code == 200
+    assert client.get("/api/v1/auth/me", headers=session).status_code == 401  # ended
+    body = {"username": "eve", "password": PASSWORD, "roles": [{"role": "engineer"}]}
+    assert client.post("/api/v1/users", headers=token, json=body).status_code == 403
+    assert client.get("/api/v1/users", headers=token).status_code == 403
+    assert client.get("/api/v1/assets", headers=token).status_code == 200  # still what it was
+    # bob logging in again as tenant admin needs the second factor now.
+    assert login("bob").status_code == 403
+
+
+def test_demotion_narrows_a_token_and_reinstating_restores_it(
+    client: TestClient, platform: Platform, acme: Tenant, user_headers: UserHeaders
+) -> None:
+    uid = make_user(platform, acme, "eng", Role.ENGINEER)
+    _, secret = platform.auth.issue_token(uid, "ci")
+    site = {"level": "enterprise", "name": "hq"}
+    set_role = {"roles": [{"role": "viewer"}]}
+    assert client.put("/api/v1/users/eng/roles", headers=acme.key_headers, json=set_role)
+    assert client.post("/api/v1/assets", headers=bearer(secret), json=site).status_code == 403
+    set_role = {"roles": [{"role": "engineer"}]}
+    assert client.put("/api/v1/users/eng/roles", headers=acme.key_headers, json=set_role)
+    assert client.post("/api/v1/assets", headers=bearer(secret), json=site).status_code == 201
+
+
+def test_tokens_are_made_from_login_sessions_only(
+    client: TestClient, platform: Platform, acme: Tenant, login: Login, clock: Clock
+) -> None:
+    session = session_of(login, platform, acme, Role.VIEWER, "vic")
+    r = client.post(
+        "/api/v1/auth/tokens", headers=session, json={"name": "ci", "expires_in_days": 1}
+    )
+    assert r.status_code == 201
+    token = bearer(r.json()["token"])
+    child = {"name": "child", "expires_in_days": 365}
+    r = client.post("/api/v1/auth/tokens", headers=token, json=child)
+    assert r.status_code == 403
+    assert "cannot create API tokens" in r.json()["error"]["message"]
+    assert [t["name"] for t in client.get("/api/v1/auth/tokens", headers=session).json()] == ["ci"]
+    r = client.post("/api/v1/auth/tokens", headers=acme.key_headers, json=child)
+    assert r.status_code == 403  # the tenant key is no user
+
+
+def test_password_change_needs_the_second_factor_once_enrolled(
+    client: TestClient, platform: Platform, acme: Tenant, login: Login, clock: Clock
+) -> None:
+    make_user(platform, acme, "ada", Role.TENANT_ADMIN)
+    change = {"tenant": "acme", "username": "ada", "password": PASSWORD}
+    # Not enrolled yet: the password alone changes it (it is what enrolment rests on too).
+    second = "Second-good-pass-42"
+    r = client.post("/api/v1/auth/password", json={**change, "new_password": second})
+    assert r.status_code == 204
+    change["password"] = second
+    e = platform.auth.enroll_totp("acme", "ada", second)
+    platform.auth.confirm_totp("acme", "ada", second, totp.code_at(e.secret, clock().timestamp()))
+    clock.advance(totp.STEP_S)
+    third = {**change, "new_password": "Third-good-pass-43"}
+    r = client.post("/api/v1/auth/password", json=third)
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "TotpRequired"
+    code = totp.code_at(e.secret, clock().timestamp())
+    wrong = "123456" if code != "123456" else "654321"
+    assert client.post("/api/v1/auth/password", json={**third, "totp": wrong}).status_code == 401
+    assert login("ada", second, totp=code).status_code == 200  # nothing changed so far
+    # The code was used by that login: a second use fails, even for a password change.
+    assert client.post("/api/v1/auth/password", json={**third, "totp": code}).status_code == 401
+    clock.advance(totp.STEP_S)
+    code = totp.code_at(e.secret, clock().timestamp())
+    assert client.post("/api/v1/auth/password", json={**third, "totp": code}).status_code == 204
+    clock.advance(totp.STEP_S)
+    code = totp.code_at(e.secret, clock().timestamp())
+    assert login("ada", "Third-good-pass-43", totp=code).status_code == 200
+
+
+def test_password_calls_are_rate_limited_per_source(
+    client: TestClient, platform: Platform, acme: Tenant, login: Login
+) -> None:
+    t = [0.0]
+    platform.auth.rate_clock = lambda: t[0]
+    make_user(platform, acme, "olga", Role.OPERATOR)
+    answers = [login(f"guess-{i % 3}", "Wrong-password-123").status_code for i in range(20)]
+    assert set(answers) == {401, 423}  # the burst: answered, none refused
+    r = login("olga")  # even the right password: refused before any work is done
+    assert r.status_code == 429
+    assert r.json()["error"]["type"] == "RateLimited"
+    assert r.headers["Retry-After"] == "1"
+    creds = {"tenant": "acme", "username": "olga", "password": PASSWORD}
+    for path, extra in (
+        ("/api/v1/auth/password", {"new_password": "Another-good-pass-42"}),
+        ("/api/v1/auth/totp/enroll", {}),
+        ("/api/v1/auth/totp/confirm", {"code": "123456"}),
+    ):
+        assert client.post(path, json={**creds, **extra}).status_code == 429
+    # Another address is not slowed by this one.
+    platform.auth.login("acme", "olga", PASSWORD, source="10.0.0.9")
+    t[0] += 1 / LOGIN_RATE_PER_S
+    assert login("olga").status_code == 200  # the bucket refilled one call's worth
+    assert login("olga").status_code == 429

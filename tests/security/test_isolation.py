@@ -166,6 +166,7 @@ class World:
     b: Objects
     headers: Callable[[Role], dict[str, str]]  # a user of A holding the role
     a_key: str  # A's bootstrap tenant key
+    a_tenant_id: int
 
 
 @pytest.fixture
@@ -181,7 +182,7 @@ def world(platform: Platform, client: TestClient, user_headers: UserHeaders) -> 
             cache[role] = user_headers(role, tenant_a)
         return cache[role]
 
-    return World(client, platform, a, b, headers, a_key)
+    return World(client, platform, a, b, headers, a_key, tenant_a)
 
 
 def fingerprint(platform: Platform, tenant: str) -> dict[str, Any]:
@@ -231,6 +232,8 @@ class Listing:
     ok: frozenset[int] = frozenset({200, 201})
     # What "none of B's objects" means; default: no B name anywhere in the answer.
     check: Callable[[Any, Objects], None] | None = None
+    # Call with a login session of the role instead of an API token (tokens cannot make tokens).
+    session: bool = False
 
 
 def no_b_records(r: Any, b: Objects) -> None:
@@ -489,7 +492,10 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", f"{V1}/auth/me"): Listing(f"{V1}/auth/me"),
     ("GET", f"{V1}/auth/tokens"): Listing(f"{V1}/auth/tokens"),
     ("POST", f"{V1}/auth/tokens"): Listing(
-        f"{V1}/auth/tokens", body=lambda _a, _x: {"name": "alpha-token"}
+        f"{V1}/auth/tokens",
+        body=lambda _a, _x: {"name": "alpha-token"},
+        role=Role.ENGINEER,
+        session=True,
     ),
     ("DELETE", f"{V1}/auth/tokens/{{token_id}}"): Probe(
         lambda _a, x: f"{V1}/auth/tokens/{x.token}"
@@ -595,6 +601,19 @@ def test_every_route_is_in_the_walk(client: TestClient) -> None:
 # -- the walk -----------------------------------------------------------------------------------
 
 
+def _session_of(world: World) -> Callable[[Role], dict[str, str]]:
+    """Headers of a login session of a new user of A holding the role (no second factor:
+    use a role outside MFA_ROLES)."""
+
+    def headers(role: Role) -> dict[str, str]:
+        name = f"walk-session-{role.value}"
+        world.platform.auth.create_user(world.a_tenant_id, name, PASSWORD, [role])
+        _, secret, _ = world.platform.auth.login("alpha", name, PASSWORD)
+        return {"Authorization": f"Bearer {secret}"}
+
+    return headers
+
+
 def _call(world: World, method: str, path: str, role: Role, body: Any, query: Any) -> Any:
     return world.client.request(method, path, json=body, params=query, headers=world.headers(role))
 
@@ -643,7 +662,7 @@ def test_tenant_a_cannot_reach_tenant_b(world: World) -> None:
                 _same_answer(world, what, *_probe(world, method, e), e.denied)
             elif isinstance(e, Listing):
                 r = _call(
-                    world,
+                    world if not e.session else replace(world, headers=_session_of(world)),
                     method,
                     e.path,
                     e.role,

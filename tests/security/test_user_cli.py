@@ -182,3 +182,36 @@ def test_help_texts() -> None:
     assert "token" in r.stdout
     r = runner.invoke(app, ["user", "create", "--help"])
     assert "ROLE@ASSET_ID" in r.stdout
+
+
+def test_cli_manages_oversight_roles_the_api_refuses(plat: Platform, data_dir: Path) -> None:
+    """Security admins and auditors are the platform operator's: the CLI makes, re-roles and
+    disables them, while the tenant admin's API answers 403 for the same changes."""
+    code, _, err = cli(
+        data_dir,
+        "create",
+        "sec",
+        "--tenant",
+        "acme",
+        "--role",
+        "security_admin",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert code == 0, err
+    acme = plat.registry.get_tenant("acme")
+    with TestClient(create_app(platform=plat)) as client:
+        # The acme tenant admin (a user of acme, holding users.manage).
+        admin = plat.auth.create_user(acme.id, "ada", PASSWORD, ["tenant_admin"])
+        _, secret = plat.auth.issue_token(admin.id, "ops")
+        h = {"Authorization": f"Bearer {secret}"}
+        r = client.patch("/api/v1/users/sec", headers=h, json={"disabled": True})
+        assert r.status_code == 403, r.text
+        assert "shopfloor user" in r.json()["error"]["message"]
+        assert not plat.auth.get_user(acme.id, "sec").disabled
+    code, out, err = cli(data_dir, "roles", "sec", "--tenant", "acme", "--role", "auditor")
+    assert code == 0, err
+    assert out.strip() == "auditor"
+    assert "sessions were ended" in err
+    assert cli(data_dir, "disable", "sec", "--tenant", "acme")[0] == 0
+    assert plat.auth.get_user(acme.id, "sec").disabled

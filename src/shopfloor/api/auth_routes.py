@@ -1,8 +1,10 @@
 """Login, sessions, TOTP, API tokens, user administration and access grants over HTTP.
 
 The login calls carry the credentials in their body and need no other credential (a user
-whose password expired can still change it). User administration works in the caller's
-tenant only: a user of another tenant is 404, exactly like one that does not exist.
+whose password expired can still change it); they are rate limited per source address (429).
+User administration works in the caller's tenant only: a user of another tenant is 404,
+exactly like one that does not exist. Security admins and auditors are the platform
+operator's to manage (``shopfloor user``): here they are listed, and any change is 403.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class LoginIn(Credentials):
 
 class PasswordChangeIn(Credentials):
     new_password: Secret
+    totp: str | None = Field(
+        None, max_length=16, description="The 6-digit code, if the user has TOTP enrolled."
+    )
 
 
 class TotpConfirmIn(Credentials):
@@ -146,7 +151,10 @@ class MeOut(BaseModel):
 class TokenIn(_In):
     name: Name
     scopes: list[PermissionField] | None = Field(
-        None, min_length=1, description="Permissions the token keeps; null: all the user's."
+        None,
+        min_length=1,
+        description="Permissions the token keeps; null: all the user holds now (a later "
+        "promotion does not widen the token).",
     )
     expires_in_days: StrictInt | None = Field(
         None, ge=1, le=MAX_TOKEN_DAYS, description="Default 90 days."
@@ -277,12 +285,17 @@ def logout(me: Caller, request: Request, plat: Plat) -> Response:
     "/auth/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change a password (also when it has expired); ends the user's sessions",
-    responses={**E401, **E422, **E423},
+    responses={**E401, **E403, **E422, **E423},
     tags=["auth"],
 )
 def change_password(body: PasswordChangeIn, request: Request, plat: Plat) -> Response:
     plat.auth.change_password(
-        body.tenant, body.username, body.password, body.new_password, source=source_of(request)
+        body.tenant,
+        body.username,
+        body.password,
+        body.new_password,
+        body.totp,
+        source=source_of(request),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -336,7 +349,7 @@ def me(caller: Caller, plat: Plat) -> MeOut:
 @router.post(
     "/auth/tokens",
     status_code=status.HTTP_201_CREATED,
-    summary="Create an API token of the caller; returns its secret once",
+    summary="Create an API token of the caller (needs a login session); returns its secret once",
     responses={**CALLER, **E422},
     tags=["auth"],
 )

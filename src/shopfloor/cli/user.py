@@ -4,6 +4,10 @@ Works on the registry directly (like ``shopfloor device``), so it makes the firs
 admin and the first tenant admin before anyone can log in, and works while the platform runs
 (a change reaches a running server within auth.CACHE_TTL_S). Every change is audited with
 the actor ``cli:<os user>``. Heavy modules are imported inside the commands.
+
+This is the platform operator's tool: it alone makes and manages security admins and auditors
+(of a tenant or the platform). A tenant admin on the API grants only tenant_admin, engineer,
+operator and viewer, and cannot change a user who holds another role (docs/security.md).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help=(
         "Users of a tenant or of the platform: create, roles, disable, unlock, reset password"
-        " or TOTP, API tokens.\n\nExample: shopfloor user create alice --tenant acme "
+        " or TOTP, API tokens. Security admins and auditors are managed here only (the API"
+        " refuses).\n\nExample: shopfloor user create alice --tenant acme "
         "--role tenant_admin -d shopfloor-data"
     ),
     no_args_is_help=True,
@@ -203,10 +208,12 @@ def roles(
     role: RoleOpt = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Show a user's roles; with --role, replace them (all given at once)."""
+    """Show a user's roles; with --role, replace them (all given at once) and end the user's
+    login sessions (their API tokens keep the permissions they were issued with, at most)."""
     with _open(data_dir, None, tenant, platform) as (auth, tenant_id):
         if role:
             u = auth.set_roles(tenant_id, username, _parse_roles(role), actor=_cli_actor())
+            console.print(f"Roles of {escape(username)} replaced; their sessions were ended.")
         else:
             u = auth.get_user(tenant_id, username)
     print(_roles_text(u))

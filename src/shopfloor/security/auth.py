@@ -8,9 +8,15 @@ hash), passwords as argon2id (security/passwords.py). A secret's prefix says wha
 ``resolve`` answers None for anything else without touching the database.
 
 ``resolve`` runs on every API request and ingest call, so it keeps what it found in memory:
-an entry lives ``CACHE_TTL_S`` at most, and every change made through this service (revoke,
-logout, disable, lock, role or password change, delete) drops the whole cache at once. A change
-made by another process (the CLI, a second server) is seen here within ``CACHE_TTL_S``.
+an entry lives ``CACHE_TTL_S`` at most, and every change made through this service that can
+end or alter a credential (revoke, logout, disable, lock, role or password change, delete)
+drops the whole cache at once. Writes that cannot (a failed-login counter, a new session or
+token) keep it, so a flood of bad logins does not turn every request into a database read. A
+change made by another process (the CLI, a second server) is seen here within ``CACHE_TTL_S``.
+
+Users who hold a role outside ``DELEGATED_ROLES`` (security admins, auditors) are managed by
+the platform operator only: an actor acting inside a tenant (a tenant admin on the API) gets
+Forbidden for any change to them, and for granting such a role.
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NoReturn
+from typing import Any, Final, TypeVar, cast
 
 from argon2 import PasswordHasher
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,8 +58,10 @@ from shopfloor.registry.models import (
 from shopfloor.registry.service import Registry, TenantInfo, check_name
 from shopfloor.security import passwords, totp
 from shopfloor.security.audit import AuditLog
+from shopfloor.security.limits import RateLimited, TokenBucket
 from shopfloor.security.principal import Binding, Principal, PrincipalKind
 from shopfloor.security.roles import (
+    DELEGATED_ROLES,
     GRANTED_ROLE,
     MFA_ROLES,
     PLATFORM_ROLES,
@@ -76,6 +84,13 @@ DEFAULT_TOKEN_DAYS: Final = 90
 MAX_TOKEN_DAYS: Final = 365
 MAX_GRANT_S: Final = 30 * 86400.0
 ONE_TIME_PASSWORD_CHANGED_AT: Final = datetime(1970, 1, 1, tzinfo=UTC)  # "change at next login"
+# Calls that verify a password (login, password change, TOTP enrolment) cost an argon2 hash
+# (~30 ms, 19 MiB) each: a bucket per source address bounds what one address can make us do.
+LOGIN_RATE_PER_S: Final = 5.0
+LOGIN_BURST: Final = 20.0
+LOGIN_SOURCES_MAX: Final = 10_000  # buckets kept; the longest unused goes first
+PHANTOMS_MAX: Final = 10_000  # names tracked for failed logins of no user
+OPERATOR_ONLY: Final = "managed by the platform operator (shopfloor user ... on the server)"
 
 BAD_LOGIN: Final = "wrong tenant, username or password"  # one answer: no user enumeration
 NO_GRANT: Final = "no live access grant from that tenant"
@@ -228,7 +243,46 @@ def _actor_name(actor: Principal | None) -> str | None:
     return None if actor is None else actor.name
 
 
-PHANTOMS_MAX = 10_000  # names tracked for failed logins of no user
+def _user_obj(tenant: str | None, username: str) -> str:
+    """The audit object of a login-type call, which names the tenant (no id known yet)."""
+    return f"user:{username}" if tenant is None else f"user:{tenant}/{username}"
+
+
+def _binding_names(bindings: Sequence[Binding]) -> list[str]:
+    return [f"{b.role.value}@{b.asset_id}" if b.asset_id else b.role.value for b in bindings]
+
+
+def _use_step(s: Session, user_id: int, step: int, *extra: Any) -> bool:
+    """Mark TOTP ``step`` used unless it, or a later one, is already (compare-and-set).
+
+    Of two logins racing with the same code, only one UPDATE matches: the check and the write
+    are one statement, in the transaction that opens the session. ``extra`` are further
+    conditions the row must meet.
+    """
+    result = s.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+            *extra,
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    return cast("CursorResult[Any]", result).rowcount == 1
+
+
+def _delegated(actor: Principal | None) -> bool:
+    """Whether ``actor`` manages users from inside a tenant (a tenant admin on the API), as
+    opposed to the platform operator (the CLI) or an internal call (actor None)."""
+    return actor is not None and actor.tenant is not None
+
+
+class _StepUsed(Exception):
+    """Inside a write: the TOTP step was taken meanwhile; roll back, count a failure."""
+
+
+T = TypeVar("T")
 
 
 class AuthService:
@@ -254,6 +308,10 @@ class AuthService:
         self._phantoms: dict[tuple[str | None, str], tuple[int, datetime | None]] = {}
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
+        # Per-source buckets of password-checking calls (LOGIN_RATE_PER_S). Public clock so
+        # tests can move it; a separate one from ``monotonic`` so cache tests stay apart.
+        self.rate_clock: Callable[[], float] = time.monotonic
+        self._buckets: dict[str, TokenBucket] = {}
 
     # -- the resolve cache -------------------------------------------------------------------
 
@@ -267,10 +325,73 @@ class AuthService:
         passwords.verify(self.hasher, self._dummy_hash, password)
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def _write(self, *, invalidate: bool = True) -> Iterator[Session]:
+        """A write transaction; ``invalidate`` False for writes that neither end nor alter a
+        credential (a new session or token, a login counter), which keep the cache."""
         with self.registry._write() as s:
             yield s
-        self._changed()  # after the commit, so no reader re-caches the old state
+        if invalidate:
+            self._changed()  # after the commit, so no reader re-caches the old state
+
+    def _throttle(self, source: str) -> None:
+        """Count one password-checking call of ``source``; RateLimited (429) beyond the rate."""
+        now = self.rate_clock()
+        with self._lock:
+            bucket = self._buckets.pop(source, None) or TokenBucket.full(
+                LOGIN_RATE_PER_S, LOGIN_BURST, now
+            )
+            while len(self._buckets) >= LOGIN_SOURCES_MAX:
+                del self._buckets[next(iter(self._buckets))]
+            self._buckets[source] = bucket  # re-inserted last: eviction takes the least recent
+            wait = bucket.take(1, now)
+        if wait:
+            raise RateLimited(
+                f"too many login attempts from this address (at most {LOGIN_RATE_PER_S:g}/s): "
+                "wait and retry",
+                wait,
+            )
+
+    def _check_delegated(
+        self,
+        actor: Principal | None,
+        s: Session,
+        row: User | None,
+        pairs: Sequence[tuple[Role, int | None]] = (),
+    ) -> None:
+        """Forbidden when a tenant-level actor would grant a role beyond DELEGATED_ROLES, or
+        change a user (``row``) who holds one: the platform operator manages those."""
+        if not _delegated(actor):
+            return
+        granted = sorted(r.value for r in {r for r, _ in pairs} - DELEGATED_ROLES)
+        if granted:
+            allowed = ", ".join(sorted(r.value for r in DELEGATED_ROLES))
+            raise Forbidden(
+                f"role {', '.join(granted)} is {OPERATOR_ONLY}; a tenant admin grants {allowed}"
+            )
+        if row is not None:
+            held = sorted(r.value for r in {b.role for b in _bindings(s, row.id)} - DELEGATED_ROLES)
+            if held:
+                raise Forbidden(f"user {row.username!r} ({', '.join(held)}) is {OPERATOR_ONLY}")
+
+    def _user_change(
+        self,
+        tenant_id: int | None,
+        username: str,
+        action: str,
+        change: Callable[[Session, User], T],
+        *,
+        actor: Principal | None,
+        source: str,
+    ) -> T:
+        """Look the user up, check the actor may change them, apply ``change``, audit it."""
+        with self._write() as s:
+            row = _user_row(s, tenant_id, username)
+            self._check_delegated(actor, s, row)
+            out = change(s, row)
+        self.audit.record(
+            action, f"user:{username}", "ok", principal=actor, tenant_id=tenant_id, source=source
+        )
+        return out
 
     # -- users -------------------------------------------------------------------------------
 
@@ -316,7 +437,8 @@ class AuthService:
     ) -> UserInfo:
         """A user of ``tenant_id`` (None: platform level) holding ``roles`` there.
 
-        A role may come with an asset id: it then binds to that subtree only.
+        A role may come with an asset id: it then binds to that subtree only. A tenant-level
+        ``actor`` grants DELEGATED_ROLES only.
         """
         check_name(username, "username")
         if len(display_name) > 200:
@@ -324,10 +446,11 @@ class AuthService:
         passwords.check_policy(password, username, self.settings)
         hashed = self.hasher.hash(password)  # ~30 ms: not inside the write transaction
         try:
-            with self._write() as s:
+            with self._write(invalidate=False) as s:  # a new user has no credential yet
                 if tenant_id is not None and s.get(Tenant, tenant_id) is None:
                     raise NotFound(f"tenant {tenant_id} not found")
                 pairs = self._check_bindings(s, tenant_id, roles)
+                self._check_delegated(actor, s, None, pairs)
                 row = User(
                     tenant_id=tenant_id,
                     username=username,
@@ -359,12 +482,7 @@ class AuthService:
             principal=actor,
             tenant_id=tenant_id,
             source=source,
-            details={
-                "roles": [
-                    f"{b.role.value}@{b.asset_id}" if b.asset_id else b.role.value
-                    for b in info.bindings
-                ]
-            },
+            details={"roles": _binding_names(info.bindings)},
         )
         return info
 
@@ -400,6 +518,7 @@ class AuthService:
             raise BadInput("display_name must be at most 200 characters", "display_name")
         with self._write() as s:
             row = _user_row(s, tenant_id, username)
+            self._check_delegated(actor, s, row)
             if disabled is True and actor is not None and actor.user_id == row.id:
                 raise BadInput("you cannot disable yourself", "disabled")
             changes: dict[str, Any] = {}
@@ -435,8 +554,7 @@ class AuthService:
         actor: Principal | None = None,
         source: str = "-",
     ) -> None:
-        with self._write() as s:
-            row = _user_row(s, tenant_id, username)
+        def change(s: Session, row: User) -> None:
             if actor is not None and actor.user_id == row.id:
                 raise BadInput("you cannot delete yourself", "username")
             # SQLite enforces ON DELETE CASCADE only with foreign keys on; delete explicitly.
@@ -444,14 +562,8 @@ class AuthService:
                 s.execute(delete(model).where(model.user_id == row.id))
             s.execute(delete(AccessGrant).where(AccessGrant.grantee_id == row.id))
             s.delete(row)
-        self.audit.record(
-            "user.deleted",
-            f"user:{username}",
-            "ok",
-            principal=actor,
-            tenant_id=tenant_id,
-            source=source,
-        )
+
+        self._user_change(tenant_id, username, "user.deleted", change, actor=actor, source=source)
 
     def set_roles(
         self,
@@ -462,10 +574,16 @@ class AuthService:
         actor: Principal | None = None,
         source: str = "-",
     ) -> UserInfo:
-        """Replace the user's role bindings with ``roles``."""
+        """Replace the user's role bindings with ``roles``; ends all the user's sessions.
+
+        A session opened before a promotion must not carry the new role: it may have been
+        opened without the second factor the new role needs. (Tokens keep the permissions
+        they were issued with as their scopes, so a promotion does not widen them either.)
+        """
         with self._write() as s:
             row = _user_row(s, tenant_id, username)
             pairs = self._check_bindings(s, tenant_id, roles)
+            self._check_delegated(actor, s, row, pairs)
             if (
                 actor is not None
                 and actor.user_id == row.id
@@ -480,10 +598,7 @@ class AuthService:
                     "out); ask another tenant admin",
                     "roles",
                 )
-            before = [
-                f"{b.role.value}@{b.asset_id}" if b.asset_id else b.role.value
-                for b in _bindings(s, row.id)
-            ]
+            before = _binding_names(_bindings(s, row.id))
             s.execute(delete(RoleBinding).where(RoleBinding.user_id == row.id))
             for r, asset_id in pairs:
                 s.add(
@@ -493,9 +608,7 @@ class AuthService:
                 )
             s.flush()
             info = _user_info(s, row)
-        after = [
-            f"{b.role.value}@{b.asset_id}" if b.asset_id else b.role.value for b in info.bindings
-        ]
+            ended = self._end_sessions(s, row.id)
         self.audit.record(
             "user.roles.changed",
             f"user:{username}",
@@ -503,7 +616,11 @@ class AuthService:
             principal=actor,
             tenant_id=tenant_id,
             source=source,
-            details={"before": before, "after": after},
+            details={
+                "before": before,
+                "after": _binding_names(info.bindings),
+                "sessions_ended": ended,
+            },
         )
         return info
 
@@ -515,20 +632,14 @@ class AuthService:
         actor: Principal | None = None,
         source: str = "-",
     ) -> UserInfo:
-        with self._write() as s:
-            row = _user_row(s, tenant_id, username)
+        def change(s: Session, row: User) -> UserInfo:
             row.locked_until = None
             row.failed_logins = 0
-            info = _user_info(s, row)
-        self.audit.record(
-            "user.unlocked",
-            f"user:{username}",
-            "ok",
-            principal=actor,
-            tenant_id=tenant_id,
-            source=source,
+            return _user_info(s, row)
+
+        return self._user_change(
+            tenant_id, username, "user.unlocked", change, actor=actor, source=source
         )
-        return info
 
     def reset_password(
         self,
@@ -544,8 +655,8 @@ class AuthService:
         """
         one_time = secrets.token_urlsafe(15) + "-Aa1"  # 20+ characters, every class
         hashed = self.hasher.hash(one_time)
-        with self._write() as s:
-            row = _user_row(s, tenant_id, username)
+
+        def change(s: Session, row: User) -> None:
             row.password_history = json.dumps(
                 [row.password_hash, *json.loads(row.password_history)][
                     : self.settings.password_history
@@ -556,13 +667,9 @@ class AuthService:
             row.locked_until = None
             row.failed_logins = 0
             self._end_sessions(s, row.id)
-        self.audit.record(
-            "user.password.reset",
-            f"user:{username}",
-            "ok",
-            principal=actor,
-            tenant_id=tenant_id,
-            source=source,
+
+        self._user_change(
+            tenant_id, username, "user.password.reset", change, actor=actor, source=source
         )
         return one_time
 
@@ -575,27 +682,26 @@ class AuthService:
         source: str = "-",
     ) -> None:
         """Forget the user's TOTP secret: they enrol again at their next login."""
-        with self._write() as s:
-            row = _user_row(s, tenant_id, username)
+
+        def change(s: Session, row: User) -> None:
             row.totp_secret = None
             row.totp_confirmed = False
             row.totp_last_step = None
             self._end_sessions(s, row.id)
-        self.audit.record(
-            "user.totp.reset",
-            f"user:{username}",
-            "ok",
-            principal=actor,
-            tenant_id=tenant_id,
-            source=source,
+
+        self._user_change(
+            tenant_id, username, "user.totp.reset", change, actor=actor, source=source
         )
 
-    def _end_sessions(self, s: Session, user_id: int) -> None:
-        s.execute(
+    def _end_sessions(self, s: Session, user_id: int) -> int:
+        """End the user's open sessions; how many there were."""
+        result = s.execute(
             update(UserSession)
             .where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
             .values(ended_at=self.clock())
+            .execution_options(synchronize_session=False)
         )
+        return int(cast("CursorResult[Any]", result).rowcount or 0)
 
     # -- passwords and login -----------------------------------------------------------------
 
@@ -611,8 +717,10 @@ class AuthService:
         """The user if ``password`` is theirs and they are not locked; counts failures.
 
         Unknown tenant, unknown user, disabled user and wrong password give one answer, and
-        take as long (an argon2 verify runs in every case).
+        take as long (an argon2 verify runs in every case). Every caller verifies a password,
+        so this is where a source address is rate limited (before any argon2 work).
         """
+        self._throttle(source)
         if not isinstance(password, str) or len(password) > passwords.MAX_LENGTH:
             password = ""
         now = self.clock()
@@ -623,7 +731,7 @@ class AuthService:
             else:
                 q = q.join(Tenant, Tenant.id == User.tenant_id).where(Tenant.name == tenant)
             row = s.scalar(q)
-        obj = f"user:{username}" if tenant is None else f"user:{tenant}/{username}"
+        obj = _user_obj(tenant, username)
         if row is None:
             self._dummy_verify(password)
             self.audit.record(
@@ -634,7 +742,7 @@ class AuthService:
                 source=source,
                 details={"reason": "bad credentials"},
             )
-            self._phantom_failed(tenant, username)
+            raise self._phantom_failed(tenant, username)
         if row.locked_until is not None and row.locked_until > now:
             self._dummy_verify(password)
             self.audit.record(
@@ -660,34 +768,52 @@ class AuthService:
                 source=source,
                 details={"reason": "disabled"},
             )
-            self._phantom_failed(tenant, username)
-        self._failed(row.id, username, obj, source, action)
+            raise self._phantom_failed(tenant, username)
+        raise self._failed(row.id, username, obj, source, action)
 
-    def _phantom_failed(self, tenant: str | None, username: str) -> NoReturn:
-        """A failed login of a name that is no enabled user: answered as for a real account,
-        locked after the same number of failures. Always raises."""
+    def _phantom_failed(self, tenant: str | None, username: str) -> ShopfloorError:
+        """Count a failed login of a name that is no enabled user; the error to raise.
+
+        Answered as for a real account: 401, and 423 after the same number of failures.
+        """
         now = self.clock()
         key = (tenant, username)
         with self._lock:
-            count, until = self._phantoms.get(key, (0, None))
+            count, until = self._phantoms.pop(key, (0, None))
             if until is not None and until > now:
-                raise AccountLocked(f"account locked until {until.isoformat()}")
+                self._phantoms[key] = (count, until)
+                return AccountLocked(f"account locked until {until.isoformat()}")
             count += 1
             if count >= self.settings.login_max_failures:
                 count, until = 0, now + timedelta(seconds=self.settings.login_lockout_s)
             else:
                 until = None
             if len(self._phantoms) >= PHANTOMS_MAX:
-                self._phantoms.clear()  # guessing many names must not grow memory
-            self._phantoms[key] = (count, until)
+                self._evict_phantom(now)  # guessing many names must not grow memory
+            self._phantoms[key] = (count, until)  # (re)inserted last: the newest
         if until is not None:
-            raise AccountLocked(f"account locked until {until.isoformat()}")
-        raise Unauthorized(BAD_LOGIN)
+            return AccountLocked(f"account locked until {until.isoformat()}")
+        return Unauthorized(BAD_LOGIN)
 
-    def _failed(self, user_id: int, username: str, obj: str, source: str, action: str) -> NoReturn:
-        """Count a failed attempt; lock the account at the limit. Always raises."""
+    def _evict_phantom(self, now: datetime) -> None:
+        """Forget one phantom: the oldest that is not locked now, else the oldest of all.
+
+        A flood of new names then pushes out other guesses first, not a live lock (which
+        would answer 401 again where a real account still answers 423).
+        """
+        for key, (_, until) in self._phantoms.items():
+            if until is None or until <= now:
+                del self._phantoms[key]
+                return  # the loop ends here, so deleting while iterating is safe
+        del self._phantoms[next(iter(self._phantoms))]
+
+    def _failed(
+        self, user_id: int, username: str, obj: str, source: str, action: str
+    ) -> ShopfloorError:
+        """Count a failed attempt, lock the account at the limit; the error to raise."""
         now = self.clock()
-        with self._write() as s:
+        # The counter is no credential: only a lock (which ends sessions) drops the cache.
+        with self.registry._write() as s:
             row = s.get(User, user_id)
             assert row is not None
             row.failed_logins += 1
@@ -707,19 +833,31 @@ class AuthService:
             source=source,
             details={"reason": "bad credentials"},
         )
-        if locked:
-            assert until is not None
-            self.audit.record(
-                "user.locked",
-                obj,
-                "ok",
-                actor=username,
-                tenant_id=tenant_id,
-                source=source,
-                details={"until": until.isoformat()},
-            )
-            raise AccountLocked(f"account locked until {until.isoformat()}")
-        raise Unauthorized(BAD_LOGIN)
+        if not locked:
+            return Unauthorized(BAD_LOGIN)
+        self._changed()
+        assert until is not None
+        self.audit.record(
+            "user.locked",
+            obj,
+            "ok",
+            actor=username,
+            tenant_id=tenant_id,
+            source=source,
+            details={"until": until.isoformat()},
+        )
+        return AccountLocked(f"account locked until {until.isoformat()}")
+
+    def _totp_step(self, row: User, code: str | None, obj: str, source: str, action: str) -> int:
+        """The step of the user's TOTP ``code`` (TotpRequired without one; a wrong code counts
+        as a failed login). The step is only a candidate: ``_use_step`` takes it."""
+        assert row.totp_secret is not None
+        if not code:
+            raise TotpRequired("TOTP code required for your role (field totp)")
+        step = totp.match(row.totp_secret, code, self.clock().timestamp(), row.totp_last_step)
+        if step is None:
+            raise self._failed(row.id, row.username, obj, source, action)
+        return step
 
     def login(
         self,
@@ -732,7 +870,7 @@ class AuthService:
     ) -> tuple[SessionInfo, str, UserInfo]:
         """A new session of the user: its info, its secret (returned once) and the user."""
         row = self._check_password(tenant, username, password, source, "login")
-        obj = f"user:{username}" if tenant is None else f"user:{tenant}/{username}"
+        obj = _user_obj(tenant, username)
         if self._password_expired(row):
             self.audit.record(
                 "login",
@@ -753,34 +891,31 @@ class AuthService:
                     "TOTP enrolment required: POST /api/v1/auth/totp/enroll, then "
                     "/api/v1/auth/totp/confirm with a code from your app"
                 )
-            if not totp_code:
-                raise TotpRequired("TOTP code required for your role")
-            step = totp.match(
-                row.totp_secret, totp_code, self.clock().timestamp(), row.totp_last_step
-            )
-            if step is None:
-                self._failed(row.id, username, obj, source, "login")
+            step = self._totp_step(row, totp_code, obj, source, "login")
         now = self.clock()
         secret = SESSION_PREFIX + secrets.token_urlsafe(32)
-        with self._write() as s:
-            u = s.get(User, row.id)
-            assert u is not None
-            u.failed_logins = 0
-            u.last_login_at = now
-            if step is not None:
-                u.totp_last_step = step
-            sess = UserSession(
-                user_id=u.id,
-                token_hash=_digest(secret),
-                source=source[:200],
-                created_at=now,
-                last_seen_at=now,
-                expires_at=now + timedelta(seconds=self.settings.session_max_age_s),
-            )
-            s.add(sess)
-            s.flush()
-            info = SessionInfo(sess.id, u.id, sess.created_at, sess.expires_at)
-            user = _user_info(s, u)
+        try:
+            with self._write(invalidate=False) as s:  # a new session alters no other one
+                if step is not None and not _use_step(s, row.id, step):
+                    raise _StepUsed  # a concurrent login used this code first
+                u = s.get(User, row.id)
+                assert u is not None
+                u.failed_logins = 0
+                u.last_login_at = now
+                sess = UserSession(
+                    user_id=u.id,
+                    token_hash=_digest(secret),
+                    source=source[:200],
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + timedelta(seconds=self.settings.session_max_age_s),
+                )
+                s.add(sess)
+                s.flush()
+                info = SessionInfo(sess.id, u.id, sess.created_at, sess.expires_at)
+                user = _user_info(s, u)
+        except _StepUsed:
+            raise self._failed(row.id, username, obj, source, "login") from None
         self.audit.record(
             "login",
             obj,
@@ -821,25 +956,39 @@ class AuthService:
         username: str,
         old_password: str,
         new_password: str,
+        totp_code: str | None = None,
         *,
         source: str = "-",
     ) -> None:
-        """Change a password, proving the old one (works while the old one has expired)."""
+        """Change a password, proving the old one (works while the old one has expired).
+
+        A user with a confirmed TOTP factor proves it too (``totp_code``): the password
+        alone must not let a thief lock the owner out and end their sessions. A user not
+        enrolled yet changes it with the password only, as they enrol with it (the bootstrap).
+        """
         row = self._check_password(tenant, username, old_password, source, "password.change")
+        obj = _user_obj(tenant, username)
+        step = None
+        if row.totp_secret and row.totp_confirmed:
+            step = self._totp_step(row, totp_code, obj, source, "password.change")
         earlier = [row.password_hash, *json.loads(row.password_history)]
         passwords.check_policy(
             new_password, username, self.settings, hasher=self.hasher, earlier=earlier
         )
         hashed = self.hasher.hash(new_password)
-        with self._write() as s:
-            u = s.get(User, row.id)
-            assert u is not None
-            u.password_history = json.dumps(earlier[: self.settings.password_history])
-            u.password_hash = hashed
-            u.password_changed_at = self.clock()
-            u.failed_logins = 0
-            self._end_sessions(s, u.id)
-        obj = f"user:{username}" if tenant is None else f"user:{tenant}/{username}"
+        try:
+            with self._write() as s:
+                if step is not None and not _use_step(s, row.id, step):
+                    raise _StepUsed
+                u = s.get(User, row.id)
+                assert u is not None
+                u.password_history = json.dumps(earlier[: self.settings.password_history])
+                u.password_hash = hashed
+                u.password_changed_at = self.clock()
+                u.failed_logins = 0
+                self._end_sessions(s, u.id)
+        except _StepUsed:
+            raise self._failed(row.id, username, obj, source, "password.change") from None
         self.audit.record(
             "password.changed",
             obj,
@@ -847,6 +996,7 @@ class AuthService:
             actor=username,
             tenant_id=row.tenant_id,
             source=source,
+            details={"mfa": step is not None},
         )
 
     # -- TOTP enrolment ----------------------------------------------------------------------
@@ -854,19 +1004,28 @@ class AuthService:
     def enroll_totp(
         self, tenant: str | None, username: str, password: str, *, source: str = "-"
     ) -> TotpEnrolment:
-        """A new TOTP secret for a user who has not confirmed one yet (password proves it)."""
+        """A new TOTP secret for a user who has not confirmed one yet (password proves it).
+
+        The first factor is enrolled with the password alone: there is nothing else to
+        prove yet (the CLI made the account with that password). Once confirmed, the factor
+        is replaced only by the platform operator (``shopfloor user totp-reset``).
+        """
         row = self._check_password(tenant, username, password, source, "totp.enroll")
+        enrolled = Conflict(
+            "TOTP is enrolled already; the platform operator resets it (shopfloor user totp-reset)"
+        )
         if row.totp_secret and row.totp_confirmed:
-            raise Conflict(
-                "TOTP is enrolled already; an admin resets it (shopfloor user totp-reset)"
-            )
+            raise enrolled
         secret = totp.new_secret()
-        with self._write() as s:
-            u = s.get(User, row.id)
-            assert u is not None
-            u.totp_secret = secret
-            u.totp_confirmed = False
-            u.totp_last_step = None
+        with self._write(invalidate=False) as s:
+            result = s.execute(
+                update(User)
+                .where(User.id == row.id, User.totp_confirmed.is_(False))  # not confirmed since
+                .values(totp_secret=secret, totp_confirmed=False, totp_last_step=None)
+                .execution_options(synchronize_session=False)
+            )
+            if cast("CursorResult[Any]", result).rowcount != 1:
+                raise enrolled
         account = username if tenant is None else f"{username}@{tenant}"
         return TotpEnrolment(secret, totp.provisioning_uri(secret, account))
 
@@ -880,14 +1039,25 @@ class AuthService:
         step = totp.match(row.totp_secret, code, self.clock().timestamp(), row.totp_last_step)
         if step is None:
             raise BadInput("wrong TOTP code", "code")
-        with self._write() as s:
-            u = s.get(User, row.id)
-            assert u is not None
-            u.totp_confirmed = True
-            u.totp_last_step = step
-        obj = f"user:{username}" if tenant is None else f"user:{tenant}/{username}"
+        with self._write(invalidate=False) as s:
+            # The same secret, still unconfirmed, the step unused: else a racing call won.
+            if not _use_step(
+                s, row.id, step, User.totp_secret == row.totp_secret, User.totp_confirmed.is_(False)
+            ):
+                raise Conflict("the TOTP enrolment changed meanwhile: enrol again")
+            s.execute(
+                update(User)
+                .where(User.id == row.id)
+                .values(totp_confirmed=True)
+                .execution_options(synchronize_session=False)
+            )
         self.audit.record(
-            "totp.enrolled", obj, "ok", actor=username, tenant_id=row.tenant_id, source=source
+            "totp.enrolled",
+            _user_obj(tenant, username),
+            "ok",
+            actor=username,
+            tenant_id=row.tenant_id,
+            source=source,
         )
 
     # -- API tokens --------------------------------------------------------------------------
@@ -904,9 +1074,18 @@ class AuthService:
     ) -> tuple[TokenInfo, str]:
         """A new API token of the user; the secret is returned once and stored hashed.
 
-        ``scopes`` narrow the user's permissions (None: all of them); ``expires_in_s`` None
-        means the default of DEFAULT_TOKEN_DAYS; no token lives beyond MAX_TOKEN_DAYS.
+        ``scopes`` narrow the user's permissions; None stores the permissions the user holds
+        now, so a later promotion does not widen the token (the token's power is its user's
+        current permissions within its scopes, so a demotion still narrows it).
+        ``expires_in_s`` None means the default of DEFAULT_TOKEN_DAYS; no token lives beyond
+        MAX_TOKEN_DAYS. Only a login session (or the CLI) makes tokens, never a token: a
+        leaked token must not renew itself beyond its own expiry or revocation.
         """
+        if actor is not None and actor.kind is PrincipalKind.TOKEN:
+            raise Forbidden(
+                "an API token cannot create API tokens: log in (POST /api/v1/auth/login) and "
+                "create it with the login session"
+            )
         check_name(name, "name")
         if expires_in_s is None:
             expires_in_s = DEFAULT_TOKEN_DAYS * 86400.0
@@ -915,28 +1094,28 @@ class AuthService:
         wanted = None if scopes is None else frozenset(permission(p) for p in scopes)
         if wanted is not None and not wanted:
             raise BadInput("scopes must name at least one permission, or be null for all", "scopes")
-        if actor is not None and actor.scopes is not None:
-            # A token making a token: the new one can do no more than the one making it.
-            wanted = actor.scopes if wanted is None else wanted
-            if not wanted <= actor.scopes:
-                raise BadInput("scopes exceed those of the token making this one", "scopes")
         now = self.clock()
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._write() as s:
+        with self._write(invalidate=False) as s:  # a new token alters no other credential
             user = s.get(User, user_id)
             if user is None:
                 raise NotFound(f"user {user_id} not found")
             if user.disabled:
                 raise BadInput("the user is disabled", "user")
             held = permissions_of(b.role for b in _bindings(s, user_id))
+            if user.tenant_id is None:
+                # What a tenant's access grant gives a platform user (each use checked
+                # against a live grant): else no platform token could ever use a grant.
+                held |= permissions_of([GRANTED_ROLE])
             if wanted is not None and not wanted <= held:
                 extra = ", ".join(sorted(p.value for p in wanted - held))
                 raise BadInput(f"scopes exceed the user's permissions: {extra}", "scopes")
+            kept = held if wanted is None else wanted
             row = ApiToken(
                 user_id=user_id,
                 name=name,
                 token_hash=_digest(secret),
-                scopes=None if wanted is None else json.dumps(sorted(p.value for p in wanted)),
+                scopes=json.dumps(sorted(p.value for p in kept)),
                 expires_at=now + timedelta(seconds=expires_in_s),
                 created_at=now,
             )
@@ -955,7 +1134,8 @@ class AuthService:
             details={
                 "user": username,
                 "name": name,
-                "scopes": None if wanted is None else sorted(wanted),
+                "scopes": sorted(kept),
+                "all_held": wanted is None,
             },
         )
         return info, secret
@@ -1043,12 +1223,14 @@ class AuthService:
 
     def _principal(
         self, s: Session, user: User, kind: PrincipalKind, name: str, **extra: Any
-    ) -> Principal:
+    ) -> Principal | None:
+        """The user's principal; None when their tenant is gone (the credential is dead:
+        resolve answers None, so the caller gets 401, not a 404 about a tenant)."""
         tenant = None
         if user.tenant_id is not None:
             t = s.get(Tenant, user.tenant_id)
             if t is None:
-                raise NotFound("tenant gone")
+                return None
             tenant = _tenant_info(t)
         return Principal(
             kind=kind,
@@ -1082,6 +1264,8 @@ class AuthService:
                 token_id=tok.id,
                 scopes=info.scopes,
             )
+            if principal is None:
+                return None
             last_used = tok.last_used_at
         if last_used is None or (now - last_used).total_seconds() >= TOKEN_USED_EVERY_S:
             with self.registry._write() as s:
@@ -1105,6 +1289,8 @@ class AuthService:
             principal = self._principal(
                 s, user, PrincipalKind.USER, user.username, session_id=sess.id
             )
+            if principal is None:
+                return None
         return _Entry(
             principal,
             self.monotonic() + CACHE_TTL_S,
@@ -1131,7 +1317,7 @@ class AuthService:
         if not isinstance(reason, str) or not reason.strip():
             raise BadInput("a grant needs a reason (it goes into the audit log)", "reason")
         now = self.clock()
-        with self._write() as s:
+        with self._write(invalidate=False) as s:  # grants are read per request, never cached
             user = s.scalar(select(User).where(User.tenant_id.is_(None), User.username == grantee))
             if user is None:
                 raise NotFound(f"platform user {grantee!r} not found")
@@ -1174,7 +1360,7 @@ class AuthService:
     def revoke_grant(
         self, tenant_id: int, grant_id: int, *, actor: Principal | None = None, source: str = "-"
     ) -> GrantInfo:
-        with self._write() as s:
+        with self._write(invalidate=False) as s:  # likewise
             row = s.get(AccessGrant, grant_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound(f"access grant {grant_id} not found")

@@ -81,6 +81,12 @@ MFA_ROLES: Final = frozenset(
     {Role.PLATFORM_ADMIN, Role.TENANT_ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR}
 )
 
+# The roles a tenant admin may grant (users.manage, the API). The security admin and the
+# auditor oversee the tenant admin's work (labels, egress approvals, the audit trail), so only
+# the platform operator makes and manages their accounts (`shopfloor user`): nobody appoints,
+# disables or resets their own overseer.
+DELEGATED_ROLES: Final = frozenset({Role.TENANT_ADMIN, Role.ENGINEER, Role.OPERATOR, Role.VIEWER})
+
 # What a platform admin gets inside a tenant that granted access: reading, nothing more.
 GRANTED_ROLE: Final = Role.VIEWER
 

@@ -176,6 +176,19 @@ def test_retention_removes_only_old_points_of_that_tenant(backend):
     assert raw(backend, [2], tenant=2).num_rows == len(ts)
 
 
+def test_tenant_points_count_recent_and_compacted_per_tenant(backend):
+    ts = T0 + np.arange(0, 100) * S
+    backend.write(batch(np.full(len(ts), 1), ts, np.ones(len(ts))))
+    backend.write(batch(np.full(30, 2), ts[:30], np.ones(30), tenant=2))
+    assert (backend.tenant_points(1), backend.tenant_points(2)) == (100, 30)
+    backend.compact()
+    backend.write(batch([1, 1], [T0 + 500 * S, T0 + 501 * S], [2.0, 3.0]))
+    assert (backend.tenant_points(1), backend.tenant_points(2)) == (102, 30)
+    assert backend.tenant_points(3) == 0
+    backend.apply_retention(1, T0 + 50 * S)
+    assert backend.tenant_points(1) == 52
+
+
 def test_concurrent_writers_share_commits(backend):
     errors = []
 

@@ -86,6 +86,12 @@ class HistorianBackend(Protocol):
     def apply_retention(self, tenant_id: int, before: int) -> int:
         """Delete the tenant's points older than ``before``; returns how many went."""
 
+    def tenant_points(self, tenant_id: int) -> int:
+        """Points held for the tenant, recent writes included (for its stored-points quota).
+
+        A point overwritten but not yet compacted may count twice: the figure errs high.
+        """
+
     def compact(self) -> int:
         """Fold recent writes into compressed blocks; returns points compacted."""
 

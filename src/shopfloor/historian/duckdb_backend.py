@@ -37,6 +37,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopfloor.core.errors import StorageError
 from shopfloor.core.types import POINT_SCHEMA
@@ -629,6 +630,20 @@ class DuckDBHistorian:
         """Every file the historian keeps, logs included."""
         files = [*self.folder.glob("*.duckdb*"), *self.folder.glob("wal-*.arrow")]
         return sum(p.stat().st_size for p in files if p.is_file())
+
+    def tenant_points(self, tenant_id: int) -> int:
+        # Recent points first: a compaction in between then counts some twice (the safe side)
+        # rather than not at all.
+        recent = self._recent.snapshot()
+        in_recent = sum(
+            int(pc.sum(pc.equal(t.column("tenant_id"), tenant_id)).as_py() or 0) for t in recent
+        )
+        row = _one(
+            self._cursor(),
+            "SELECT coalesce(sum(n), 0) FROM blocks WHERE tenant_id = ?",
+            [tenant_id],
+        )
+        return in_recent + int(row[0])
 
     def stats(self) -> dict[str, int | float]:
         row = _one(self._cursor(), "SELECT count(*), coalesce(sum(n), 0) FROM blocks")

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sqlalchemy import select
 
@@ -321,27 +321,8 @@ class TenantLimiter:
 
 
 def stored_points(historian: HistorianBackend, tenant_id: int) -> int:
-    """How many points the historian holds for the tenant (recent writes included).
-
-    The backend protocol has no per-tenant count yet, so this reads the DuckDB backend's
-    block table and recent segment. Recent points are read first: a compaction in between
-    then counts some twice (too many, the safe side) rather than not at all.
-    """
-    own: Any = getattr(historian, "tenant_points", None)
-    if callable(own):
-        return int(own(tenant_id))
-    import pyarrow.compute as pc
-
-    recent = historian._recent.snapshot()  # type: ignore[attr-defined]
-    in_recent = sum(
-        int(pc.sum(pc.equal(t.column("tenant_id"), tenant_id)).as_py() or 0) for t in recent
-    )
-    rows = (
-        historian._cursor()  # type: ignore[attr-defined]
-        .execute("SELECT coalesce(sum(n), 0) FROM blocks WHERE tenant_id = ?", [tenant_id])
-        .fetchall()
-    )
-    return in_recent + int(rows[0][0])
+    """How many points the historian holds for the tenant (recent writes included)."""
+    return historian.tenant_points(tenant_id)
 
 
 def _or(value: float | None, default: float) -> float:

@@ -173,3 +173,29 @@ def test_tenant_create_on_the_cli_is_audited(tmp_path: Path) -> None:
     finally:
         platform.close()
     assert runner.invoke(app, ["audit", "verify", "-d", str(data)]).exit_code == 0
+
+
+def test_tenant_rotate_key_replaces_the_bootstrap_key_and_is_audited(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = runner.invoke(app, ["tenant", "create", "acme", "-d", str(data)])
+    assert created.exit_code == 0, created.output
+    old = created.output.strip().splitlines()[-1]
+    rotated = runner.invoke(app, ["tenant", "rotate-key", "acme", "-d", str(data)])
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.output.strip().splitlines()[-1]
+    assert new != old
+    platform = Platform(Settings(data_dir=data, mqtt_mode="off"))
+    try:
+        assert platform.registry.tenant_by_api_key(old) is None
+        tenant = platform.registry.tenant_by_api_key(new)
+        assert tenant is not None
+        assert tenant.name == "acme"
+        (record,) = platform.audit.records(
+            AuditFilter(all_tenants=True, action="tenant.rotate_key")
+        )
+        assert record.object == "tenant:acme"
+    finally:
+        platform.close()
+    missing = runner.invoke(app, ["tenant", "rotate-key", "nobody", "-d", str(data)])
+    assert missing.exit_code != 0
+    assert "no tenant 'nobody'" in missing.output

@@ -1,4 +1,4 @@
-"""HTTP middleware of the security layer (placeholders, filled in by issue 4/8).
+"""HTTP middleware of the security layer: audit, transport headers and per-tenant limits.
 
 ``install_audit`` records every state-changing call; ``install_transport`` adds HSTS and
 secure-cookie handling on HTTPS; ``install_limits`` applies per-tenant rate limits.

@@ -353,7 +353,15 @@ def compact(data_dir: DataDir = None) -> None:
         platform.close()
 
 
-BENCHMARKS = ("historian", "ingest-http", "edge-opcua", "edge-modbus", "buffer", "ingest-mqtt")
+BENCHMARKS = (
+    "historian",
+    "ingest-http",
+    "edge-opcua",
+    "edge-modbus",
+    "buffer",
+    "ingest-mqtt",
+    "rules",
+)
 
 
 @app.command()

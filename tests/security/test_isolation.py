@@ -127,6 +127,13 @@ def populate(
     user = platform.auth.create_user(tenant.id, f"{name}-user", PASSWORD, [Role.VIEWER])
     token, _ = platform.auth.issue_token(user.id, "walk")
     grant = platform.auth.create_grant(tenant.id, OPS, 3600.0, "support")
+    # A rule named like the device (so the swaps cover it) and its active alarm.
+    from shopfloor.rules.model import Event
+
+    platform.rules.create(tenant.id, device.name, "threshold", RULE_DEF, device=device.name)
+    platform.alarms.apply(
+        tenant.id, [Event(device.name, device.name, "activated", now_ms * 1_000_000, 90.0)]
+    )
     r = client.post(
         "/api/v1/egress/requests",
         json={
@@ -291,6 +298,26 @@ BAD_BINDING = frozenset({404, 422})
 
 def egress(action: str) -> Build:
     return lambda _a, x: f"{V1}/egress/requests/{x.egress_request}{action}"
+
+
+RULE_DEF = {"signal": "temp", "limit": 80.0}
+
+
+def rule_body(name: str | None = "alpha-rule", **target: str) -> dict[str, Any]:
+    body = {**target, "definition": {"kind": "threshold", **RULE_DEF}}
+    return body if name is None else {"name": name, **body}
+
+
+def rule_path(suffix: str = "") -> Build:
+    return lambda _a, x: f"{V1}/rules/{x.device}{suffix}"  # rules are named like the devices
+
+
+def alarm_probes(action: str, body: Any) -> tuple[Probe, ...]:
+    return (
+        Probe(lambda _a, x: f"{V1}/alarms/{x.device}/{x.device}{action}", body=lambda _a, _x: body),
+        # A's own rule, B's device
+        Probe(lambda a, x: f"{V1}/alarms/{a.device}/{x.device}{action}", body=lambda _a, _x: body),
+    )
 
 
 EGRESS_BODY = {"destination": "https://example.org/in", "reason": "r", "duration_s": 3600}
@@ -558,6 +585,40 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("PUT", f"{V1}/tenants/{{name}}/limits"): PlatformOnly(
         f"{V1}/tenants/{B_MARK}/limits", {"api_requests_per_s": 1000.0}
     ),
+    # -- rules and alarms (each tenant has a rule named like its device, with an alarm) ---------
+    ("POST", f"{V1}/rules"): (
+        Probe(lambda _a, _x: f"{V1}/rules", body=lambda _a, x: rule_body(device=x.device)),
+        Probe(
+            lambda _a, _x: f"{V1}/rules", body=lambda _a, x: rule_body(device_type=x.device_type)
+        ),
+    ),
+    ("GET", f"{V1}/rules"): Listing(f"{V1}/rules"),
+    ("GET", f"{V1}/rules/{{name}}"): Probe(rule_path()),
+    ("PUT", f"{V1}/rules/{{name}}"): (
+        Probe(rule_path(), body=lambda a, _x: rule_body(device=a.device, name=None)),
+        # A's own rule moved onto B's device
+        Probe(
+            lambda a, _x: f"{V1}/rules/{a.device}",
+            body=lambda _a, x: rule_body(device=x.device, name=None),
+        ),
+    ),
+    ("DELETE", f"{V1}/rules/{{name}}"): Probe(rule_path()),
+    ("POST", f"{V1}/rules/{{name}}/enable"): Probe(rule_path("/enable")),
+    ("POST", f"{V1}/rules/{{name}}/disable"): Probe(rule_path("/disable")),
+    ("GET", f"{V1}/alarms"): (
+        Listing(f"{V1}/alarms"),
+        Probe(lambda _a, _x: f"{V1}/alarms", query=lambda _a, x: {"device": x.device}),
+    ),
+    ("GET", f"{V1}/alarms/history"): (
+        Listing(f"{V1}/alarms/history"),
+        Listing(f"{V1}/alarms/history", query=lambda _a, b: {"device": b.device}),
+    ),
+    ("GET", f"{V1}/alarms/flood"): Listing(f"{V1}/alarms/flood"),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/ack"): alarm_probes("/ack", {"comment": "c"}),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/shelve"): alarm_probes(
+        "/shelve", {"duration": "1h", "comment": "c"}
+    ),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/unshelve"): alarm_probes("/unshelve", None),
 }
 
 

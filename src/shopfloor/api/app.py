@@ -21,6 +21,7 @@ from shopfloor.api import (
     mqtt_routes,
     policy_routes,
     registry_routes,
+    rules_routes,
     security_middleware,
 )
 from shopfloor.api.ingest_endpoint import is_ingest, serve_ingest
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(policy_routes.router)
     app.include_router(limits_routes.router)
     app.include_router(export_routes.router)
+    app.include_router(rules_routes.router)
     # Outermost last: limits answer 429 before anything else runs; the audit sees the outcome.
     security_middleware.install_audit(app)
     security_middleware.install_transport(app)

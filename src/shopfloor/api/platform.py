@@ -19,6 +19,7 @@ from shopfloor.ingest.mqtt import MqttService
 from shopfloor.ingest.service import Ingestor
 from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
 from shopfloor.registry.service import Registry
+from shopfloor.rules.store import AlarmStore, RuleStore
 from shopfloor.security.audit import AuditLog
 from shopfloor.security.auth import AuthService
 from shopfloor.security.limits import TenantLimiter
@@ -77,6 +78,9 @@ class Platform:
         self.auth = AuthService(self.registry, settings, self.audit)
         # Per-tenant rate limits and quotas, cached in memory (security/limits.py).
         self.limits = TenantLimiter(self.registry, self.historian, settings)
+        # Rules (checked by the engine when saved) and alarm states with their history.
+        self.rules = RuleStore(self.registry)
+        self.alarms = AlarmStore(self.registry)
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 

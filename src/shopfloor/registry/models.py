@@ -502,3 +502,106 @@ class TenantLimits(Base):
     ingest_points_per_s: Mapped[float | None] = mapped_column()
     api_requests_per_s: Mapped[float | None] = mapped_column()
     stored_points_max: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules, alarm states and alarm history (migration 0004; the services are rules/store.py, the
+# state machine rules/alarms.py, the design docs/rules.md and docs/alarms.md).
+# ---------------------------------------------------------------------------------------------
+
+RULE_KINDS: Final = ("threshold", "rate", "expression", "window", "stale", "state")
+RULE_TARGETS: Final = ("device_type", "device")
+ALARM_STATES: Final = (
+    "normal",
+    "unack_active",
+    "ack_active",
+    "unack_rtn",
+    "shelved",
+    "suppressed_by_design",
+    "out_of_service",
+)
+
+
+def _in_text(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Rule(Base):
+    """A rule of a tenant: its kind, definition (JSON of the rules.model fields) and target."""
+
+    __tablename__ = "rules"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint(_in_text("kind", RULE_KINDS), name="kind"),
+        CheckConstraint(_in_text("target_kind", RULE_TARGETS), name="target_kind"),
+        CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    kind: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(NAME_LEN))  # device type name or device name
+    priority: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AlarmState(Base):
+    """The current alarm of one rule on one device (rules.alarms.Alarm, stored)."""
+
+    __tablename__ = "alarm_states"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "device_id"),
+        CheckConstraint(_in_text("state", ALARM_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # CASCADE: deleting the rule or the device removes its alarms; history stays.
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    value: Mapped[float | None] = mapped_column()
+    last_change_ts: Mapped[int | None] = mapped_column(BigInteger)
+    shelved_until: Mapped[int | None] = mapped_column(BigInteger)
+    priority: Mapped[int] = mapped_column(Integer)
+    area: Mapped[str] = mapped_column(String(NAME_LEN))
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    activations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    annunciations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acknowledgements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    hidden_activations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class AlarmEvent(Base):
+    """One alarm history entry (rules.alarms.AlarmEvent). Names are copied in, no foreign
+    keys: the history outlives the rule and the device it tells of."""
+
+    __tablename__ = "alarm_events"
+    __table_args__ = (
+        Index("ix_alarm_events_tenant_ts", "tenant_id", "ts"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    rule_id: Mapped[int] = mapped_column(Integer)
+    device_id: Mapped[int] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(NAME_LEN))
+    device: Mapped[str] = mapped_column(String(NAME_LEN))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    cause: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    comment: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column()
+    area: Mapped[str] = mapped_column(String(NAME_LEN))
+    priority: Mapped[int] = mapped_column(Integer)

@@ -2,13 +2,17 @@
 
 A command is published on ``sf/v1/{tenant}/{device}/commands/{id}`` and the call waits (up to
 ``mqtt_command_timeout_s`` or the body's ``timeout_s``) for the device's answer on
-``.../commands/{id}/response``. Desired attributes are stored in the registry and published
+``.../commands/{id}/response``. A signal write to a device the Sparkplug B host knows (a
+device of an edge node that sent its DBIRTH) goes as a DCMD instead, and the answer is the
+DDATA with the value the device read back after the write (docs/sparkplug-host.md, Commands).
+Desired attributes are stored in the registry and published
 retained on ``.../attributes/desired``, so a device gets them whenever it subscribes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -17,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from shopfloor.api import scoping
 from shopfloor.api.deps import get_platform
 from shopfloor.api.platform import Platform
-from shopfloor.api.registry_routes import AUTH, E400, E404, E422, ErrorBody, Responses
+from shopfloor.api.registry_routes import AUTH, E400, E404, E409, E422, ErrorBody, Responses
 from shopfloor.api.scoping import device_scope, scope_of
 from shopfloor.core.errors import BadInput, ShopfloorError
 from shopfloor.ingest.mqtt.service import MqttService
+from shopfloor.ingest.sparkplug.host import SparkplugHost
 from shopfloor.security.principal import Scope
 from shopfloor.security.roles import Permission
 
@@ -49,6 +54,11 @@ class CommandOut(BaseModel):
     ok: bool | None = None
     value: Any = None
     message: str | None = None
+    via: str = Field("json", description="'json' (JSON-API command) or 'sparkplug' (DCMD).")
+    read_back: Any = Field(None, description="Sparkplug: the value read back after the write.")
+    matches: bool | None = Field(
+        None, description="Sparkplug: whether the value read back equals the value sent."
+    )
 
 
 def _service(platform: Platform) -> MqttService:
@@ -62,7 +72,7 @@ def _service(platform: Platform) -> MqttService:
     "/devices/{name}/commands",
     summary="Send a command to a device and wait for its response",
     response_model=CommandOut,
-    responses={**E400, **AUTH, **E404, **E422, **E503, **E504},
+    responses={**E400, **AUTH, **E404, **E409, **E422, **E503, **E504},
 )
 async def send_command(
     name: str,
@@ -77,6 +87,25 @@ async def send_command(
     svc = _service(platform)
     if (body.signal is None) == (body.method is None):
         raise BadInput("send either 'signal' (with 'value') or 'method' (with 'params')", "body")
+    host = svc.sparkplug
+    if (
+        body.signal is not None
+        and isinstance(host, SparkplugHost)
+        and host.knows(scope.tenant_id, device)
+    ):
+        if body.params is not None:
+            raise BadInput("a signal write takes 'value', not 'params'", "params")
+        wait = body.timeout_s or platform.settings.mqtt_command_timeout_s
+        result = await host.write(scope.tenant_id, device, body.signal, body.value, wait)
+        return {
+            "id": secrets.token_hex(8),
+            "ok": result.ok,
+            "value": result.read_back,
+            "message": result.message,
+            "via": "sparkplug",
+            "read_back": result.read_back,
+            "matches": result.matches,
+        }
     payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
     response = await svc.command(scope.tenant.name, device, payload, body.timeout_s)
     return {
@@ -84,6 +113,7 @@ async def send_command(
         "ok": response.get("ok") if isinstance(response.get("ok"), bool) else None,
         "value": response.get("value"),
         "message": response.get("message") if isinstance(response.get("message"), str) else None,
+        "via": "json",
     }
 
 

@@ -11,7 +11,9 @@ rejected.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from shopfloor.core.errors import BadInput, NotFound
+from shopfloor.core.errors import BadInput, Conflict, NotFound, ShopfloorError
 from shopfloor.core.quality import BAD, GOOD
 from shopfloor.core.sparkplug import payload as spb
 from shopfloor.core.sparkplug import sparkplug_b_pb2 as pb
@@ -44,7 +46,14 @@ from shopfloor.security.limits import LimitExceeded, QuotaExceeded
 if TYPE_CHECKING:
     from shopfloor.api.platform import Platform
 
-__all__ = ["NAMESPACE", "REBIRTH", "SparkplugHost", "SparkplugIdentity"]
+__all__ = [
+    "NAMESPACE",
+    "REBIRTH",
+    "SparkplugHost",
+    "SparkplugIdentity",
+    "WriteResult",
+    "WriteTimeout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,30 @@ class SparkplugIdentity(Protocol):
 
     @property
     def sparkplug(self) -> tuple[str, str] | None: ...
+
+
+class WriteTimeout(ShopfloorError):
+    """The device did not answer a DCMD with the metric's value in time."""
+
+    status_code = 504
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a device answered to a DCMD: ``ok`` and the value it read back after the write
+    (None when it failed), whether that equals the value asked for, and its reason if not ok."""
+
+    device: str  # registry name
+    signal: str
+    metric: str
+    requested: float | int | bool | str
+    ok: bool
+    read_back: float | int | bool | str | None
+    matches: bool
+    message: str | None = None
+
+
+_WriteKey = tuple[str, str, str, str]  # group, edge node, device id, metric name
 
 
 @dataclass
@@ -102,6 +135,9 @@ class SparkplugHost:
         self._errors: Counter[str] = Counter()
         self._messages = 0
         self._state_ts: int | None = None
+        self._writes: dict[_WriteKey, list[asyncio.Future[tuple[bool, Any, str | None]]]] = {}
+        self.writes_sent = 0
+        self.writes_answered = 0
 
     # -- STATE (Sparkplug 3.0) ---------------------------------------------------------------
 
@@ -139,6 +175,7 @@ class SparkplugHost:
             "messages": self._messages,
             "nodes": {n.key: n.status() for n in self._nodes.values()},
             "errors": dict(self._errors),
+            "writes": {"sent": self.writes_sent, "answered": self.writes_answered},
         }
 
     # -- messages ----------------------------------------------------------------------------
@@ -401,6 +438,8 @@ class SparkplugHost:
             )
             work.rebirth = True
             return
+        if device is not None and self._writes:
+            self._answer(node, device, defs, single=len(pl.metrics) == 1)
         builder = ColumnsBuilder(dev.registry_name)
         default_ts = self._default_ts(pl)
         newest_ok = now_ns() + DAY_NS  # as the HTTP ingest: at most a day ahead of us
@@ -491,6 +530,121 @@ class SparkplugHost:
         # began, so its timestamp is older than the data it ends. After the newest live point
         # in any case, so "latest" is the death even when the node's clock runs ahead.
         return max(now_ns(), node.newest_ns + 1)
+
+    # -- writes (DCMD) -----------------------------------------------------------------------
+
+    def _find(self, tenant_id: int, device: str) -> tuple[NodeState, DeviceState] | None:
+        for node in self._nodes.values():
+            if node.tenant is None or node.tenant.id != tenant_id:
+                continue
+            for dev in node.devices.values():
+                if dev.registry_name == device:
+                    return node, dev
+        return None
+
+    def knows(self, tenant_id: int, device: str) -> bool:
+        """Whether ``device`` (registry name) is a Sparkplug device of the tenant's edge nodes."""
+        return self._find(tenant_id, device) is not None
+
+    async def write(
+        self,
+        tenant_id: int,
+        device: str,
+        signal: str,
+        value: Any,
+        timeout_s: float,
+    ) -> WriteResult:
+        """Write ``value`` to ``signal`` of ``device`` (registry names) with a DCMD and wait
+        for the device's answer: the DDATA of that metric with the value read back.
+
+        The metric goes by its alias where the birth gave one. An answer is a DDATA of the
+        device that carries the metric alone (the edge gateway's reply) or with a "Message"
+        property (a refused write). Raises NotFound (unknown device or signal), BadInput (a
+        value the metric's datatype cannot carry), Conflict (the device is offline) and
+        WriteTimeout (no answer within ``timeout_s``).
+        """
+        found = self._find(tenant_id, device)
+        if found is None:
+            raise NotFound(f"device {device!r} is not a Sparkplug device of this tenant")
+        node, dev = found
+        if not (node.online and dev.online):  # a death forgets the birth's metrics too
+            raise Conflict(f"device {device!r} is offline (edge node {node.key})")
+        metric = next((d for d in dev.by_name.values() if d.signal == signal), None)
+        if metric is None or not dev.born:
+            known = sorted(d.signal for d in dev.by_name.values() if d.signal is not None)
+            raise NotFound(
+                f"device {device!r} has no signal {signal!r} in its Sparkplug birth"
+                + (f"; it has {', '.join(known[:20])}" if known else "")
+            )
+        coerced = _command_value(metric, value)
+        alias = next((a for a, d in dev.by_alias.items() if d is metric), None)
+        assert dev.sparkplug_id is not None
+        key = (node.group, node.edge_node, dev.sparkplug_id, metric.name)
+        fut: asyncio.Future[tuple[bool, Any, str | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._writes.setdefault(key, []).append(fut)
+        try:
+            ts = now_ns() // _MS
+            # By alias alone where there is one (Sparkplug: aliases replace names after birth).
+            cmd = spb.MetricValue(
+                None if alias is not None else metric.name, alias, metric.datatype, coerced, ts
+            )
+            payload = spb.encode(ts, None, [cmd])
+            topic = f"{NAMESPACE}/{node.group}/DCMD/{node.edge_node}/{dev.sparkplug_id}"
+            await self._publish(topic, payload, 0, False)  # Sparkplug: DCMD at QoS 0
+            self.writes_sent += 1
+            try:
+                async with asyncio.timeout(timeout_s):
+                    ok, read_back, message = await fut
+            except TimeoutError:
+                raise WriteTimeout(
+                    f"device {device!r} did not answer the write of {signal!r} within {timeout_s} s"
+                ) from None
+        finally:
+            waiting = self._writes.get(key, [])
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting:
+                self._writes.pop(key, None)
+        self.writes_answered += 1
+        return WriteResult(
+            device,
+            signal,
+            metric.name,
+            coerced,
+            ok,
+            read_back,
+            ok and _same(coerced, read_back),
+            message,
+        )
+
+    def _answer(
+        self,
+        node: NodeState,
+        device: str,
+        defs: list[tuple[MetricDef, pb.Payload.Metric]],
+        *,
+        single: bool,
+    ) -> None:
+        for d, m in defs:
+            waiting = self._writes.get((node.group, node.edge_node, device, d.name))
+            if not waiting:
+                continue
+            message = _message(m)
+            if not (single or message is not None) or m.is_historical:
+                continue  # a poll's DDATA, not the answer
+            try:
+                value = spb.metric_value(m, d.datatype)
+            except ValueError as exc:
+                value, message = None, str(exc)
+            ok = value is not None and _quality(m) == GOOD
+            if not ok and message is None:
+                message = "the device answered without a good value"
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result((ok, value, message))
+            waiting.clear()
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -590,6 +744,55 @@ def _bd_seq(pl: pb.Payload) -> int | None:
             except ValueError:
                 return None
             return int(value) % 256 if isinstance(value, int | float) else None
+    return None
+
+
+_INTEGER_TYPES: Final = frozenset(
+    {spb.INT8, spb.INT16, spb.INT32, spb.INT64, spb.UINT8, spb.UINT16, spb.UINT32, spb.UINT64}
+)
+
+
+def _command_value(metric: MetricDef, value: Any) -> float | int | bool | str:
+    """``value`` as the metric's datatype can carry it; BadInput where it cannot."""
+    dt = metric.datatype
+    what = f"signal {metric.signal!r} ({metric.kind})"
+    if dt not in _INTEGER_TYPES and dt not in (spb.FLOAT, spb.DOUBLE, spb.BOOLEAN, spb.STRING):
+        raise BadInput(f"{what}: Sparkplug datatype {dt} cannot be written", "value")
+    if dt == spb.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        raise BadInput(f"{what} takes true or false, got {value!r}", "value")
+    if dt == spb.STRING:
+        if isinstance(value, str):
+            return value
+        raise BadInput(f"{what} takes a string, got {value!r}", "value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"{what} takes a number, got {value!r}", "value")
+    if dt in _INTEGER_TYPES:
+        if isinstance(value, float) and not value.is_integer():
+            raise BadInput(f"{what} takes an integer, got {value!r}", "value")
+        return int(value)
+    if not math.isfinite(float(value)):
+        raise BadInput(f"{what} takes a finite number, got {value!r}", "value")
+    return float(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return bool(a == b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        # A float32 metric reads back 0.1 as 0.10000000149...
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return False
+
+
+def _message(m: pb.Payload.Metric) -> str | None:
+    """The metric's "Message" property (the reason a write failed), if it has one."""
+    if not m.HasField("properties"):
+        return None
+    for key, value in zip(m.properties.keys, m.properties.values, strict=False):
+        if key == spb.MESSAGE and value.WhichOneof("value") == "string_value":
+            return str(value.string_value)
     return None
 
 

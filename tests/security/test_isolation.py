@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.timeutil import now_ns
@@ -330,6 +330,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/docs"): Public("Swagger UI page, static"),
     ("GET", "/docs/oauth2-redirect"): Public("Swagger UI helper page, static"),
     ("GET", "/redoc"): Public("ReDoc page, static"),
+    ("WS", f"{V1}/alarms/live"): Public("authenticates in its own handshake"),
     ("POST", f"{V1}/provision"): Public(
         "authenticated by the provisioning key in the body: the key alone decides the tenant"
     ),
@@ -638,6 +639,9 @@ def registered_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
 
     for route in walk(app.routes):
         path = getattr(route, "path", None)
+        if isinstance(route, WebSocketRoute):  # no HTTP methods: listed as "WS"
+            yield "WS", route.path
+            continue
         methods = getattr(route, "methods", None)
         assert path is not None, f"a route without a path: {route!r}"
         assert methods, f"a route without methods: {route!r}"

@@ -19,6 +19,7 @@ from shopfloor.ingest.mqtt import MqttService
 from shopfloor.ingest.service import Ingestor
 from shopfloor.registry.credentials import DeviceCredentials, default_ca_dir
 from shopfloor.registry.service import Registry
+from shopfloor.rules.runtime import RulesRuntime
 from shopfloor.rules.store import AlarmStore, RuleStore
 from shopfloor.security.audit import AuditLog
 from shopfloor.security.auth import AuthService
@@ -81,6 +82,9 @@ class Platform:
         # Rules (checked by the engine when saved) and alarm states with their history.
         self.rules = RuleStore(self.registry)
         self.alarms = AlarmStore(self.registry)
+        # Live evaluation: every durable batch goes through the tenant's rules (rules/runtime.py).
+        self.runtime = RulesRuntime(self.registry, self.rules, self.alarms)
+        self.ingestor.on_durable = self.runtime.feed
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,6 +110,7 @@ class Platform:
     def start_background(self) -> None:
         self.spawn(self._retention_loop())
         self.spawn(self.audit.purge_loop())  # daily: audit records past their retention
+        self.spawn(self.runtime.run())  # live rules over ingested batches, alarms to WebSockets
         if self.mqtt is not None:
             self.spawn(self.mqtt.run())  # stops the broker and subscriber when cancelled
 

@@ -10,24 +10,25 @@ routes are plain ``def``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopfloor.api import scoping
-from shopfloor.api.deps import get_platform
+from shopfloor.api.deps import SESSION_COOKIE, TENANT_HEADER, get_platform, resolve_secret
 from shopfloor.api.platform import Platform
 from shopfloor.api.registry_routes import AUTH, E400, E404, E409, E422, Responses, _err
 from shopfloor.api.scoping import device_scope, scope_of
-from shopfloor.core.errors import BadInput
+from shopfloor.core.errors import BadInput, Forbidden
 from shopfloor.core.timeutil import now_ns, parse_duration, parse_instant, to_iso
 from shopfloor.registry.models import NAME_LEN
 from shopfloor.rules.alarm_flood import FLOOD_THRESHOLD, bad_actors, flood_figures
 from shopfloor.rules.alarms import AlarmState, Priority
 from shopfloor.rules.model import MACHINE_STATES
 from shopfloor.rules.store import AlarmInfo, HistoryEntry, RuleInfo, rule_not_found
-from shopfloor.security.principal import Scope
+from shopfloor.security.principal import Scope, scope_roots
 from shopfloor.security.roles import Permission
 
 router = APIRouter(prefix="/api/v1", tags=["rules"])
@@ -627,3 +628,81 @@ def unshelve(
     comment = None if body is None else body.comment
     info = platform.alarms.unshelve(scope.tenant_id, rule, device, scope.principal.name, comment)
     return _alarm_out(info)
+
+
+# -- live alarm changes ------------------------------------------------------------------------
+
+WS_UNAUTHORIZED = 4401  # no, or an unknown, credential
+WS_FORBIDDEN = 4403  # neither data.read nor registry.read in the caller's tenant
+LIVE_PERMISSIONS = (Permission.DATA_READ, Permission.REGISTRY_READ)
+
+
+def _live_scope(websocket: WebSocket, platform: Platform) -> Scope | int:
+    """The caller's scope for the live alarms, or the close code. Blocking SQL: in a thread."""
+    secret = websocket.headers.get("x-api-key")
+    auth = websocket.headers.get("authorization")
+    if not secret and auth and auth.lower().startswith("bearer "):
+        secret = auth[7:].strip()
+    secret = secret or websocket.cookies.get(SESSION_COOKIE)
+    source = websocket.client.host if websocket.client else "-"
+    principal = resolve_secret(platform, secret, source) if secret else None
+    if principal is None:
+        return WS_UNAUTHORIZED
+    try:
+        if principal.tenant is None:
+            name = websocket.headers.get(TENANT_HEADER)
+            if not name:
+                return WS_FORBIDDEN
+            principal = platform.auth.enter_tenant(principal, name, source)
+        assert principal.tenant is not None
+        tenant = principal.tenant
+        for perm in LIVE_PERMISSIONS:
+            try:
+                roots = scope_roots(principal, perm, tenant.id)
+            except Forbidden:
+                continue
+            assets = None if roots is None else platform.registry.asset_subtree(tenant.id, roots)
+            return Scope(principal, perm, tenant, roots, assets)
+    except Forbidden:
+        pass
+    return WS_FORBIDDEN
+
+
+@router.websocket("/alarms/live")
+async def live_alarms(websocket: WebSocket) -> None:
+    """Alarm changes of the caller's tenant as they happen, one JSON object per message
+    (``type: "alarm"``, rule, device, ts, from_state, to_state, cause, value, area, priority,
+    annunciated). Authenticates in the handshake with the same credentials as the API
+    (Authorization header, X-API-Key or the sf_session cookie) and needs data.read or
+    registry.read; closes with 4401 (no valid credential) or 4403 (no permission). A role bound
+    below an asset sees the alarms of the devices in its subtree."""
+    platform: Platform = websocket.app.state.platform
+    found = await asyncio.to_thread(_live_scope, websocket, platform)
+    if isinstance(found, int):
+        await websocket.accept()  # accepted first, so that the client sees the code
+        await websocket.close(code=found)
+        return
+    scope = found
+    async with platform.runtime.subscribe(scope.tenant_id) as sub:  # before the client can act
+        await websocket.accept()
+        receiving = asyncio.ensure_future(websocket.receive())  # notices the client leaving
+        try:
+            while True:
+                getting = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait(
+                    {getting, receiving}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getting in done:
+                    change = getting.result()
+                    if scope.allows_asset(change.asset_id):
+                        await websocket.send_json(change.to_json())
+                else:
+                    getting.cancel()
+                if receiving in done:
+                    if receiving.result()["type"] == "websocket.disconnect":
+                        return
+                    receiving = asyncio.ensure_future(websocket.receive())
+        except WebSocketDisconnect:
+            return
+        finally:
+            receiving.cancel()

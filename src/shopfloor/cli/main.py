@@ -361,6 +361,7 @@ BENCHMARKS = (
     "buffer",
     "ingest-mqtt",
     "rules",
+    "alarm-latency",
 )
 
 

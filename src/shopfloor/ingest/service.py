@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -23,12 +24,18 @@ if TYPE_CHECKING:
 _CACHE_SIZE: Final = 4096
 
 IdArray = npt.NDArray[np.int32]
+# Called with each batch once it is durable (the live rules, rules/runtime.py); it must only
+# enqueue: it runs on the write path, and what it raises is logged, never passed to ingest.
+DurableHook = Callable[[int, pa.Table], None]
+
+log = logging.getLogger(__name__)
 
 
 class Ingestor:
     def __init__(self, registry: Registry, historian: HistorianBackend) -> None:
         self.registry = registry
         self.historian = historian
+        self.on_durable: DurableHook | None = None
         self._lock = threading.Lock()
         self._known: dict[
             tuple[int, str | None, tuple[str, ...]],
@@ -138,8 +145,26 @@ class Ingestor:
                 )
         raise BadInput("values do not match the signals' data types", "value")
 
+    async def write(self, batch: pa.Table) -> None:
+        """Write a batch; returns once it is durable, then hands it to :attr:`on_durable`.
+
+        Every ingest path (HTTP, the MQTT batcher, Sparkplug) writes through here, so the live
+        rules see what was stored and nothing else."""
+        await self.historian.write_async(batch)
+        self.durable(batch)
+
+    def durable(self, batch: pa.Table) -> None:
+        """Hand a durable batch to :attr:`on_durable` (never fails the write)."""
+        hook = self.on_durable
+        if hook is None or batch.num_rows == 0:
+            return
+        try:
+            hook(int(batch.column("tenant_id")[0].as_py()), batch)
+        except Exception:
+            log.exception("the durable-batch hook failed; ingest goes on")
+
     async def ingest(self, tenant: TenantInfo, cols: Columns) -> int:
         """Store the batch; returns only once it is durable."""
         batch = self.to_batch(tenant, cols)
-        await self.historian.write_async(batch)
+        await self.write(batch)
         return int(batch.num_rows)

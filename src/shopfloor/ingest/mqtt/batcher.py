@@ -131,4 +131,4 @@ class TelemetryBatcher:
 
     async def _write(self, tenant: TenantInfo, parts: list[_Part]) -> None:
         batch = self._ingestor.to_batch_many(tenant, [(c, i) for c, i, _ in parts])
-        await self._ingestor.historian.write_async(batch)
+        await self._ingestor.write(batch)

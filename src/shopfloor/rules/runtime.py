@@ -1,0 +1,324 @@
+"""Live evaluation: durable point batches go through each tenant's rules; alarm changes go out.
+
+:class:`RulesRuntime` sits beside the ingest path. ``Ingestor`` hands every batch that is
+durable to :meth:`RulesRuntime.feed`, which only enqueues it (bounded; when full the batch is
+dropped and counted, ingest never waits or fails because of rules). One worker task takes
+what is queued, joins the batches of one tenant, runs that tenant's :class:`RuleEngine` over
+them (numpy work, in a thread), stores the resulting alarm changes through
+:meth:`AlarmStore.apply` (SQL, in a thread) and publishes them to the tenant's live
+subscribers (``GET /api/v1/alarms/live``, a WebSocket).
+
+Per tenant the engine is built from the enabled rules and the devices of the registry, and
+rebuilt when either changed (a cheap check at most every ``refresh_s``). A rule that fails at
+run time is disabled by the engine; the runtime stores that, with the engine's reason, through
+:meth:`RuleStore.set_enabled`, so the next build leaves it out. Time-driven rules (stale) are
+ticked about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pyarrow as pa
+
+from shopfloor.core.errors import BadInput
+from shopfloor.core.timeutil import now_ns, to_iso
+from shopfloor.registry.service import Registry
+from shopfloor.rules import model
+from shopfloor.rules.alarms import AlarmEvent
+from shopfloor.rules.engine import RuleEngine, RuleStatus
+from shopfloor.rules.store import AlarmStore, RuleStore
+
+__all__ = ["LiveAlarm", "RulesRuntime", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_BATCHES: Final = 1024  # batches waiting for the worker; more are dropped and counted
+SUBSCRIBER_QUEUE: Final = 1000  # alarm changes waiting for one slow WebSocket client
+TICK_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveAlarm:
+    """One alarm change as it is published: the history event with names and the place."""
+
+    rule: str
+    device: str
+    asset_id: int | None
+    event: AlarmEvent
+
+    def to_json(self) -> dict[str, Any]:
+        e = self.event
+        return {
+            "type": "alarm",
+            "rule": self.rule,
+            "device": self.device,
+            "ts": e.ts,
+            "time": to_iso(e.ts),
+            "from_state": e.from_state.value,
+            "to_state": e.to_state.value,
+            "cause": e.cause.value,
+            "value": e.value,
+            "area": e.area,
+            "priority": int(e.priority),
+            "annunciated": e.annunciated,
+        }
+
+
+@dataclass(eq=False)  # hashed by identity: kept in a set
+class Subscription:
+    """One live subscriber of a tenant's alarm changes; ``dropped`` counts what it missed."""
+
+    tenant_id: int
+    queue: asyncio.Queue[LiveAlarm] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE))
+    dropped: int = 0
+
+
+@dataclass
+class _Tenant:
+    engine: RuleEngine
+    fingerprint: tuple[Any, ...]
+    checked: float
+    rule_ids: dict[int, str]  # registry rule id -> rule name
+    devices: dict[int, tuple[str, int | None]]  # registry device id -> (name, asset id)
+    disabled: set[str] = field(default_factory=set)  # already stored as disabled
+
+
+class RulesRuntime:
+    """Feeds durable batches through the tenants' rules and publishes alarm changes."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        rules: RuleStore,
+        alarms: AlarmStore,
+        *,
+        queue_size: int = QUEUE_BATCHES,
+        refresh_s: float = 1.0,
+    ) -> None:
+        self.registry = registry
+        self.rules = rules
+        self.alarms = alarms
+        self.refresh_s = refresh_s
+        self._size = queue_size
+        self._queue: asyncio.Queue[tuple[int, pa.Table]] = asyncio.Queue(queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tenants: dict[int, _Tenant] = {}
+        self._subscribers: dict[int, set[Subscription]] = {}
+        self._warned = False
+        self._lock = threading.Lock()
+        self.dropped = 0  # batches dropped because the queue was full
+        self.batches = 0  # batches evaluated
+        self.published = 0  # alarm changes published
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed(self, tenant_id: int, batch: pa.Table) -> None:
+        """Hand over a durable batch; never blocks, never raises. Before :meth:`run` started
+        (no platform loop) the batch is ignored."""
+        loop = self._loop
+        if loop is None or batch.num_rows == 0:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._put(tenant_id, batch)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._put, tenant_id, batch)
+
+    def _put(self, tenant_id: int, batch: pa.Table) -> None:
+        try:
+            self._queue.put_nowait((tenant_id, batch))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "rules are behind ingest: the queue of %d batches is full; batches are "
+                    "dropped (not evaluated) and counted, ingest goes on",
+                    self._queue.maxsize,
+                )
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, tenant_id: int) -> AsyncIterator[Subscription]:
+        sub = Subscription(tenant_id)
+        self._subscribers.setdefault(tenant_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subscribers.get(tenant_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[tenant_id]
+
+    def _publish(self, tenant_id: int, changes: Sequence[LiveAlarm]) -> None:
+        self.published += len(changes)
+        for sub in self._subscribers.get(tenant_id, ()):
+            for change in changes:
+                try:
+                    sub.queue.put_nowait(change)
+                except asyncio.QueueFull:
+                    sub.dropped += 1
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self, tenant_id: int) -> dict[str, RuleStatus]:
+        """The engine's view of the tenant's rules (empty before its first batch)."""
+        t = self._tenants.get(tenant_id)
+        return {} if t is None else t.engine.status()
+
+    def invalidate(self, tenant_id: int | None = None) -> None:
+        """Rebuild the tenant's engine (every engine: None) on its next batch."""
+        if tenant_id is None:
+            self._tenants.clear()
+        else:
+            self._tenants.pop(tenant_id, None)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The worker, for the life of the platform (cancel to stop)."""
+        self._queue = asyncio.Queue(self._size)  # bound to this loop
+        self._loop = asyncio.get_running_loop()
+        last_tick = time.monotonic()
+        try:
+            while True:
+                timeout = max(0.0, TICK_S - (time.monotonic() - last_tick))
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), timeout)
+                    todo = [first]
+                    while not self._queue.empty():
+                        todo.append(self._queue.get_nowait())
+                except TimeoutError:
+                    todo = []
+                by_tenant: dict[int, list[pa.Table]] = {}
+                for tenant_id, batch in todo:
+                    by_tenant.setdefault(tenant_id, []).append(batch)
+                tick = time.monotonic() - last_tick >= TICK_S
+                if tick:
+                    last_tick = time.monotonic()
+                    for tenant_id in self._tenants:
+                        by_tenant.setdefault(tenant_id, [])
+                for tenant_id, batches in by_tenant.items():
+                    try:
+                        await self._evaluate(tenant_id, batches, tick)
+                    except Exception:
+                        log.exception("tenant %d: rule evaluation failed", tenant_id)
+        finally:
+            self._loop = None
+
+    async def _evaluate(self, tenant_id: int, batches: list[pa.Table], tick: bool) -> None:
+        t = await asyncio.to_thread(self._engine, tenant_id)
+        if t is None:
+            return
+        engine = t.engine
+        batch = batches[0] if len(batches) == 1 else pa.concat_tables(batches) if batches else None
+
+        def evaluate() -> list[model.Event]:
+            events = [] if batch is None else engine.process(batch)
+            if tick:
+                events.extend(engine.tick(now_ns()))
+            return events
+
+        events = await asyncio.to_thread(evaluate)
+        self.batches += len(batches)
+        changes = [e for e in events if e.kind in ("activated", "cleared")]
+        if changes:
+            stored = await asyncio.to_thread(self.alarms.apply, tenant_id, changes)
+            live = []
+            for ev in stored:
+                rule_id, _, device_id = ev.alarm_id.partition("/")
+                rule = t.rule_ids.get(int(rule_id))
+                device = t.devices.get(int(device_id))
+                if rule is not None and device is not None:
+                    live.append(LiveAlarm(rule, device[0], device[1], ev))
+            if live:
+                self._publish(tenant_id, live)
+        failed = {
+            name: s.reason
+            for name, s in engine.status().items()
+            if not s.enabled and name not in t.disabled
+        }
+        if failed:
+            await asyncio.to_thread(self._disable, tenant_id, t, failed)
+
+    def _disable(self, tenant_id: int, t: _Tenant, failed: dict[str, str | None]) -> None:
+        for name, reason in failed.items():
+            t.disabled.add(name)
+            self._store_disabled(tenant_id, name, reason)
+        # The engine already left those rules out: keep it (and its state), not rebuild it.
+        _, t.fingerprint, _ = self._fingerprint(tenant_id)
+
+    def _store_disabled(self, tenant_id: int, name: str, reason: str | None) -> None:
+        log.warning("tenant %d: rule %r %s", tenant_id, name, reason)
+        try:
+            self.rules.set_enabled(tenant_id, name, False, reason)
+        except Exception:  # deleted meanwhile
+            log.exception("tenant %d: could not disable rule %r", tenant_id, name)
+
+    # -- engines -------------------------------------------------------------------------------
+
+    def _fingerprint(self, tenant_id: int) -> tuple[Any, tuple[Any, ...], list[model.Device]]:
+        infos = self.rules.list_rules(tenant_id)
+        devices = self.rules.engine_devices(tenant_id)
+        key = (
+            tuple((r.id, r.name, r.enabled, r.updated_at) for r in infos),
+            tuple(
+                (d.id, d.type, tuple(sorted(d.signals.items())), tuple(sorted(d.data_types)))
+                for d in devices
+            ),
+        )
+        return infos, key, devices
+
+    def _engine(self, tenant_id: int) -> _Tenant | None:
+        """The tenant's engine, rebuilt when its rules or devices changed (checked at most
+        every ``refresh_s``). Runs in a worker thread."""
+        t = self._tenants.get(tenant_id)
+        now = time.monotonic()
+        if t is not None and now - t.checked < self.refresh_s:
+            return t
+        infos, key, devices = self._fingerprint(tenant_id)
+        if t is not None and t.fingerprint == key:
+            t.checked = now
+            return t
+        rules: list[model.Rule] = []
+        bad: dict[str, str | None] = {}
+        for info in infos:
+            if not info.enabled:
+                continue
+            if info.device_type is not None and not any(
+                d.type == info.device_type for d in devices
+            ):
+                continue  # no device of its type yet: nothing to evaluate
+            try:
+                rule = info.to_rule()
+                RuleEngine(devices, [rule])  # the save-time check, against today's devices
+            except BadInput as exc:
+                bad[info.name] = f"disabled: {exc}"  # its device or signal went away
+                continue
+            rules.append(rule)
+        if bad:
+            for name, reason in bad.items():
+                self._store_disabled(tenant_id, name, reason)
+            infos, key, devices = self._fingerprint(tenant_id)  # the disabled ones changed
+        places = {d.id: (d.name, d.asset_id) for d in self.registry.list_devices(tenant_id)}
+        fresh = _Tenant(RuleEngine(devices, rules), key, now, {r.id: r.name for r in infos}, places)
+        self._tenants[tenant_id] = fresh
+        return fresh

@@ -351,7 +351,7 @@ def test_the_email_arrives_with_the_alarm_in_subject_and_body(smtp: tuple[int, I
             "sender": "alarms@plant.example",
             "to": ["ops@plant.example", "shift@plant.example"],
         },
-        ActionDeps(),
+        ActionDeps(egress_check=allow),
     )
     result = run(action)
     assert result.ok, result
@@ -373,9 +373,38 @@ def test_the_email_arrives_with_the_alarm_in_subject_and_body(smtp: tuple[int, I
         assert line in body.splitlines()
 
 
+def test_an_email_is_an_egress_and_a_refusal_sends_nothing(
+    smtp: tuple[int, Inbox], egress: tuple[EgressPolicy, int, dict[str, int]]
+) -> None:
+    port, inbox = smtp
+    policy, tenant_id, ids = egress
+    calls: list[str] = []
+
+    def check(destination: str, signal_ids: Any) -> object:
+        calls.append(destination)
+        return policy.check_local(
+            tenant_id, "rules:overtemp", "email", destination, None, signal_ids
+        )
+
+    cfg = {"host": "127.0.0.1", "port": port, "sender": "a@plant.example", "to": ["o@x.example"]}
+    action = build_action("email", cfg, ActionDeps(egress_check=check))
+    refused = run(action, ids=(ids["temp"], ids["recipe"]))
+    assert not refused.ok
+    assert refused.attempts == 0
+    assert "press-01/recipe" in refused.reason
+    assert not run(action, ids=()).ok  # no signals named: nothing the policy could decide on
+    assert inbox.mail == []
+    assert calls == ["mailto:o@x.example"]
+    assert run(action, ids=(ids["temp"],)).ok  # general data goes out
+    assert len(inbox.mail) == 1
+    with pytest.raises(ValueError, match="needs an egress check"):
+        build_action("email", cfg, ActionDeps())
+
+
 def test_an_unreachable_smtp_server_is_a_failed_result() -> None:
     action = EmailAction(
-        {"host": "127.0.0.1", "port": free_port(), "sender": "a@b.example", "to": ["c@d.example"]}
+        {"host": "127.0.0.1", "port": free_port(), "sender": "a@b.example", "to": ["c@d.example"]},
+        allow,
     )
     result = run(action)
     assert not result.ok
@@ -469,10 +498,10 @@ def test_a_bad_config_names_the_field(kind: str, config: dict[str, Any], field: 
 
 def test_an_email_login_needs_starttls_and_both_halves() -> None:
     with pytest.raises(BadInput, match="starttls"):
-        EmailAction({**MAIL, "username": "u", "password": "p"})
+        EmailAction({**MAIL, "username": "u", "password": "p"}, allow)
     with pytest.raises(BadInput, match="together"):
-        EmailAction({**MAIL, "username": "u", "starttls": True})
-    action = EmailAction({**MAIL, "username": "u", "password": "p", "starttls": True})
+        EmailAction({**MAIL, "username": "u", "starttls": True}, allow)
+    action = EmailAction({**MAIL, "username": "u", "password": "p", "starttls": True}, allow)
     assert "p" not in repr(action.config.password)
 
 

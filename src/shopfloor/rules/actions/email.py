@@ -3,6 +3,10 @@
 ``smtplib`` blocks, so one message is sent in a thread (``asyncio.to_thread``). STARTTLS
 (verified against the system's CAs) is optional; a login is allowed only with STARTTLS, so
 a password never crosses the network in clear.
+
+A message carries the alarm's value out of the platform, so it is an egress like the webhook:
+the injected check (``ActionDeps.egress_check``) is asked first, with the destination
+``mailto:<recipients>`` and the rule's signals, and a refusal sends nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from shopfloor.rules.actions.base import (
     ActionConfig,
     ActionDeps,
     ActionResult,
+    EgressCheck,
     EventLike,
+    call_check,
     event_row,
     parse_config,
 )
@@ -101,12 +107,15 @@ class EmailAction(Action):
     kind: ClassVar[str] = "email"
     config_model: ClassVar[type[ActionConfig]] = EmailConfig
 
-    def __init__(self, config: object) -> None:
+    def __init__(self, config: object, check: EgressCheck) -> None:
         self.config = parse_config(EmailConfig, config)
+        self.check = check
 
     @classmethod
     def build(cls, config: object, deps: ActionDeps) -> EmailAction:
-        return cls(config)
+        if deps.egress_check is None:
+            raise ValueError("the email action needs an egress check (ActionDeps.egress_check)")
+        return cls(config, deps.egress_check)
 
     def _send(self, msg: EmailMessage) -> None:
         cfg = self.config
@@ -119,6 +128,13 @@ class EmailAction(Action):
 
     async def run(self, event: EventLike, *, signal_ids: Sequence[int] = ()) -> ActionResult:
         cfg = self.config
+        if not signal_ids:
+            return ActionResult(
+                False, self.kind, "no signals given: the egress policy cannot decide", 0
+            )
+        refused = await call_check(self.check, "mailto:" + ",".join(cfg.to), signal_ids)
+        if refused is not None:
+            return ActionResult(False, self.kind, refused, 0)
         subject, body = render(event_row(event), cfg.subject_prefix)
         # One line per header (RFC 5322 allows 998): the default folding at 78 characters
         # broke long subjects before their first word.

@@ -98,6 +98,7 @@ def create_app(
     security_middleware.install_audit(app)
     security_middleware.install_transport(app)
     security_middleware.install_limits(app)
+    security_middleware.document_common_answers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and storage figures")
     async def health() -> dict[str, object]:

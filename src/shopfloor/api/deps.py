@@ -9,10 +9,10 @@ test_isolation.py`` walks every registered route and fails on one without such a
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.errors import Forbidden, Unauthorized
@@ -28,15 +28,21 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
-def credential_of(request: Request) -> str | None:
-    """The secret a request carries: X-API-Key, a Bearer token, or the session cookie."""
-    key = request.headers.get("x-api-key")
+def header_secret(headers: Mapping[str, str]) -> str | None:
+    """The secret in X-API-Key or an ``Authorization: Bearer`` header (names lower case, as
+    ASGI gives them); the ingest path reads headers without building a Request."""
+    key = headers.get("x-api-key")
     if key:
         return key
-    auth = request.headers.get("authorization")
+    auth = headers.get("authorization")
     if auth and auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.cookies.get(SESSION_COOKIE)
+        return auth[7:].strip() or None
+    return None
+
+
+def credential_of(request: Request) -> str | None:
+    """The secret a request carries: X-API-Key, a Bearer token, or the session cookie."""
+    return header_secret(request.headers) or request.cookies.get(SESSION_COOKIE)
 
 
 def source_of(request: Request) -> str:
@@ -72,10 +78,7 @@ def resolve_secret(platform: Platform, secret: str, source: str) -> Principal | 
 
 
 def authenticate(
-    request: Request,
-    platform: Annotated[Platform, Depends(get_platform)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    request: Request, platform: Annotated[Platform, Depends(get_platform)]
 ) -> Principal:
     """The caller; 401 without a valid credential. Kept on request.state for the audit."""
     cached: Principal | None = getattr(request.state, "principal", None)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from shopfloor.api.deps import resolve_secret
+from shopfloor.api.deps import header_secret, resolve_secret
 from shopfloor.api.errors import describe
 from shopfloor.api.platform import Platform
 from shopfloor.core.errors import BadInput, Forbidden, PayloadTooLarge, ShopfloorError, Unauthorized
@@ -44,10 +44,7 @@ async def ingest_body(
     source: str = "-",
 ) -> int:
     """Authenticate, decode and store one batch; returns the points accepted (durable)."""
-    key = headers.get("x-api-key")
-    if not key:
-        auth = headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    key = header_secret(headers)
     if not key:
         raise Unauthorized(
             "missing credential: send 'Authorization: Bearer <token>' or 'X-API-Key'"

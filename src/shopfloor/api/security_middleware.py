@@ -1,7 +1,8 @@
 """HTTP middleware of the security layer: audit, transport headers and per-tenant limits.
 
 ``install_audit`` records every state-changing call; ``install_transport`` adds HSTS and
-secure-cookie handling on HTTPS; ``install_limits`` applies per-tenant rate limits.
+secure-cookie handling on HTTPS; ``install_limits`` applies per-tenant rate limits;
+``document_common_answers`` adds the 400 and 429 every operation may give to the OpenAPI.
 """
 
 from __future__ import annotations
@@ -206,9 +207,13 @@ def install_limits(app: FastAPI) -> None:
         with Retry-After."""
         return JSONResponse(describe(exc), 429, headers={"Retry-After": exc.retry_after_header})
 
-    # Any /api/v1 call may answer 429, and any call with a body 400 when the body is not
-    # JSON at all: say so in the OpenAPI document (schemathesis checks every answer against
-    # it), once, where the schema is built.
+    app.add_middleware(limited)
+
+
+def document_common_answers(app: FastAPI) -> None:
+    """The answers every operation may give, added to the OpenAPI document: 429 on /api/v1
+    (install_limits) and 400 where a body is taken and is not JSON at all. Schemathesis
+    checks every answer against the document; it is amended once, where it is built."""
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -247,4 +252,3 @@ def install_limits(app: FastAPI) -> None:
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(limited)

@@ -732,42 +732,31 @@ class AuthService:
                 q = q.join(Tenant, Tenant.id == User.tenant_id).where(Tenant.name == tenant)
             row = s.scalar(q)
         obj = _user_obj(tenant, username)
-        if row is None:
-            self._dummy_verify(password)
+
+        def refused(reason: str, tenant_id: int | None = None) -> None:
             self.audit.record(
                 action,
                 obj,
                 "failed",
                 actor=username,
+                tenant_id=tenant_id,
                 source=source,
-                details={"reason": "bad credentials"},
+                details={"reason": reason},
             )
+
+        if row is None:
+            self._dummy_verify(password)
+            refused("bad credentials")
             raise self._phantom_failed(tenant, username)
         if row.locked_until is not None and row.locked_until > now:
             self._dummy_verify(password)
-            self.audit.record(
-                action,
-                obj,
-                "failed",
-                actor=username,
-                tenant_id=row.tenant_id,
-                source=source,
-                details={"reason": "locked"},
-            )
+            refused("locked", row.tenant_id)
             raise AccountLocked(f"account locked until {row.locked_until.isoformat()}")
         ok = passwords.verify(self.hasher, row.password_hash, password)
         if ok and not row.disabled:
             return row
         if row.disabled:
-            self.audit.record(
-                action,
-                obj,
-                "failed",
-                actor=username,
-                tenant_id=row.tenant_id,
-                source=source,
-                details={"reason": "disabled"},
-            )
+            refused("disabled", row.tenant_id)
             raise self._phantom_failed(tenant, username)
         raise self._failed(row.id, username, obj, source, action)
 

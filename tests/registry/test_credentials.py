@@ -557,6 +557,9 @@ ALLOWED: list[tuple[DeviceIdentity, str, str]] = [
     (NODE, "spBv1.0/STATE/#", "subscribe"),
     (NODE, "spBv1.0/STATE/shopfloor", "subscribe"),
     (DEVICE, "spBv1.0/STATE/+", "subscribe"),
+    # the tenant's alarm feed (MQTT alarm actions), read only
+    (DEVICE, "alarms/acme/#", "subscribe"),
+    (NODE, "alarms/acme/line-1/andon", "subscribe"),
 ]
 
 DENIED: list[tuple[DeviceIdentity, str, str]] = [
@@ -582,6 +585,11 @@ DENIED: list[tuple[DeviceIdentity, str, str]] = [
     (DEVICE, "sf/v1/acme/press-1/commands/+/response", "publish"),
     (DEVICE, "sf/v1/acme/press-1/commands/4#", "subscribe"),
     (DEVICE, "$share/g/sf/v1/acme/press-1/commands/+", "subscribe"),
+    # another tenant's alarm feed; publishing into one's own
+    (DEVICE, "alarms/beta/#", "subscribe"),
+    (DEVICE, "alarms/+/andon", "subscribe"),
+    (DEVICE, "alarms/#", "subscribe"),
+    (DEVICE, "alarms/acme/andon", "publish"),
     # malformed and unknown
     (DEVICE, "", "publish"),
     (DEVICE, "sf/v1/acme/press-1/telemetry/extra", "publish"),

@@ -592,6 +592,16 @@ ROUTES: dict[tuple[str, str], Entry] = {
         Probe(
             lambda _a, _x: f"{V1}/rules", body=lambda _a, x: rule_body(device_type=x.device_type)
         ),
+        # A's rule on A's device with a command action aimed at B's device
+        Probe(
+            lambda _a, _x: f"{V1}/rules",
+            body=lambda a, x: {
+                **rule_body(device=a.device, name="alpha-cmd"),
+                "actions": [
+                    {"kind": "command", "config": {"device": x.device, "signal": "s", "value": 1}}
+                ],
+            },
+        ),
     ),
     ("GET", f"{V1}/rules"): Listing(f"{V1}/rules"),
     ("GET", f"{V1}/rules/{{name}}"): Probe(rule_path()),
@@ -620,6 +630,16 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "/shelve", {"duration": "1h", "comment": "c"}
     ),
     ("POST", f"{V1}/alarms/{{rule}}/{{device}}/unshelve"): alarm_probes("/unshelve", None),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/suppress"): alarm_probes(
+        "/suppress", {"reason": "r"}
+    ),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/unsuppress"): alarm_probes("/unsuppress", None),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/out-of-service"): alarm_probes(
+        "/out-of-service", {"comment": "c"}
+    ),
+    ("POST", f"{V1}/alarms/{{rule}}/{{device}}/return-to-service"): alarm_probes(
+        "/return-to-service", None
+    ),
 }
 
 

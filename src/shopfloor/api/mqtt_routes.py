@@ -87,16 +87,30 @@ async def send_command(
     svc = _service(platform)
     if (body.signal is None) == (body.method is None):
         raise BadInput("send either 'signal' (with 'value') or 'method' (with 'params')", "body")
+    if body.signal is not None and body.params is not None:
+        raise BadInput("a signal write takes 'value', not 'params'", "params")
+    payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
+    return await deliver_command(
+        svc, scope.tenant_id, scope.tenant.name, device, payload, body.timeout_s
+    )
+
+
+async def deliver_command(
+    svc: MqttService,
+    tenant_id: int,
+    tenant: str,
+    device: str,
+    payload: dict[str, Any],
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Send a command the way the device speaks: a signal write to a device the Sparkplug B
+    host knows goes as a DCMD confirmed by read-back; anything else as a JSON-API command.
+    Also the command alarm action's sender (api/alarm_actions.py)."""
     host = svc.sparkplug
-    if (
-        body.signal is not None
-        and isinstance(host, SparkplugHost)
-        and host.knows(scope.tenant_id, device)
-    ):
-        if body.params is not None:
-            raise BadInput("a signal write takes 'value', not 'params'", "params")
-        wait = body.timeout_s or platform.settings.mqtt_command_timeout_s
-        result = await host.write(scope.tenant_id, device, body.signal, body.value, wait)
+    signal = payload.get("signal")
+    if signal is not None and isinstance(host, SparkplugHost) and host.knows(tenant_id, device):
+        wait = timeout_s or svc.settings.mqtt_command_timeout_s
+        result = await host.write(tenant_id, device, str(signal), payload.get("value"), wait)
         return {
             "id": secrets.token_hex(8),
             "ok": result.ok,
@@ -106,8 +120,7 @@ async def send_command(
             "read_back": result.read_back,
             "matches": result.matches,
         }
-    payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
-    response = await svc.command(scope.tenant.name, device, payload, body.timeout_s)
+    response = await svc.command(tenant, device, payload, timeout_s)
     return {
         "id": response["id"],
         "ok": response.get("ok") if isinstance(response.get("ok"), bool) else None,

@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from shopfloor.api.alarm_actions import action_deps, record_action
 from shopfloor.core.config import Settings
 from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import DAY_NS, now_ns
@@ -83,7 +84,15 @@ class Platform:
         self.rules = RuleStore(self.registry)
         self.alarms = AlarmStore(self.registry)
         # Live evaluation: every durable batch goes through the tenant's rules (rules/runtime.py).
-        self.runtime = RulesRuntime(self.registry, self.rules, self.alarms)
+        # A rule's actions get the egress policy, MQTT and commands of this platform
+        # (api/alarm_actions.py), and every outcome is audited.
+        self.runtime = RulesRuntime(
+            self.registry,
+            self.rules,
+            self.alarms,
+            action_deps=lambda tenant_id, rule: action_deps(self, tenant_id, rule),
+            on_action=lambda *outcome: record_action(self, *outcome),
+        )
         self.ingestor.on_durable = self.runtime.feed
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []

@@ -27,6 +27,7 @@ from shopfloor.registry.models import NAME_LEN
 from shopfloor.rules.alarm_flood import FLOOD_THRESHOLD, bad_actors, flood_figures
 from shopfloor.rules.alarms import AlarmState, Priority
 from shopfloor.rules.model import MACHINE_STATES
+from shopfloor.rules.rule_actions import masked
 from shopfloor.rules.store import AlarmInfo, HistoryEntry, RuleInfo, rule_not_found
 from shopfloor.security.principal import Scope, scope_roots
 from shopfloor.security.roles import Permission
@@ -120,12 +121,40 @@ Definition = Annotated[
 assert set(MACHINE_STATES) == {"running", "idle", "down", "setup"}
 
 
+Trigger = Literal["activated", "cleared"]
+
+
+def _default_triggers() -> list[Trigger]:
+    return ["activated"]
+
+
+class ActionIn(_In):
+    kind: Annotated[str, Field(min_length=1, max_length=32)] = Field(
+        description="An installed action kind: webhook, email, mqtt, command or a plugin's."
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The action's settings (docs/actions.md); secret fields read back as "
+        "'********', and '********' written back keeps the stored secret.",
+    )
+    on: list[Trigger] = Field(
+        default_factory=_default_triggers,
+        min_length=1,
+        max_length=2,
+        description="activated: the alarm was annunciated; cleared: its condition returned "
+        "to normal.",
+    )
+
+
 class RuleBody(_In):
     device_type: Name | None = Field(None, description="All devices of this type; or device.")
     device: Name | None = Field(None, description="This one device; or device_type.")
     priority: int = Field(3, ge=1, le=4, description="1 urgent, 2 high, 3 medium, 4 low.")
     message: str = Field("", max_length=2000, description="Shown with the alarm.")
     definition: Definition
+    actions: list[ActionIn] = Field(
+        default_factory=list, max_length=10, description="Run for the rule's alarm events."
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> RuleBody:
@@ -136,6 +165,9 @@ class RuleBody(_In):
     def fields(self) -> tuple[str, dict[str, Any]]:
         raw = self.definition.model_dump()
         return raw.pop("kind"), raw
+
+    def action_list(self) -> list[dict[str, Any]]:
+        return [a.model_dump() for a in self.actions]
 
 
 class RuleIn(RuleBody):
@@ -159,6 +191,7 @@ class RuleOut(BaseModel):
     disabled_reason: str | None
     created_at: str
     updated_at: str
+    actions: list[dict[str, Any]] = Field(description="Secret config fields as '********'.")
 
 
 class RuleList(BaseModel):
@@ -178,6 +211,7 @@ def _rule_out(r: RuleInfo) -> RuleOut:
         disabled_reason=r.disabled_reason,
         created_at=r.created_at.isoformat(),
         updated_at=r.updated_at.isoformat(),
+        actions=[masked(a) for a in r.actions],
     )
 
 
@@ -185,11 +219,23 @@ def _rule_out(r: RuleInfo) -> RuleOut:
 
 
 def _check_target(scope: Scope, platform: Platform, body: RuleBody) -> None:
-    """Where a new or changed rule attaches: a device in scope; a type needs the whole tenant."""
+    """Where a new or changed rule attaches: a device in scope; a type needs the whole tenant.
+
+    A command action sends commands in the caller's name later: it needs ``commands.send``
+    and a target device the caller may reach, checked now."""
     if body.device is not None:
         scoping.check_device(scope, platform.registry, body.device)
     else:
         scoping.require_whole_tenant(scope, "a rule on a device type")
+    for action in body.actions:
+        if action.kind != "command":
+            continue
+        if not scope.principal.holds(Permission.COMMANDS_SEND, scope.tenant_id):
+            raise Forbidden("a command action needs the commands.send permission")
+        device = action.config.get("device")
+        if isinstance(device, str):  # not found (404) like an unknown target device
+            platform.registry.get_device(scope.tenant_id, device)
+            scoping.check_device(scope, platform.registry, device)
 
 
 def _visible_rule(scope: Scope, platform: Platform, rule: RuleInfo) -> bool:
@@ -237,6 +283,7 @@ def create_rule(body: RuleIn, scope: Write, platform: Plat) -> RuleOut:
         priority=body.priority,
         message=body.message,
         enabled=body.enabled,
+        actions=body.action_list(),
     )
     return _rule_out(info)
 
@@ -254,7 +301,7 @@ def get_rule(name: str, scope: Read, platform: Plat) -> RuleOut:
 
 @router.put(
     "/rules/{name}",
-    summary="Replace a rule's definition, target, priority and message",
+    summary="Replace a rule's definition, target, priority, message and actions",
     description="Checked like a new rule; enabled and disabled_reason stay as they are.",
     responses=RULE_ERRORS,
 )
@@ -271,6 +318,7 @@ def replace_rule(name: str, body: RuleBody, scope: Write, platform: Plat) -> Rul
         device=body.device,
         priority=body.priority,
         message=body.message,
+        actions=body.action_list(),
     )
     return _rule_out(info)
 
@@ -627,6 +675,85 @@ def unshelve(
     _check_rule(scope, platform, rule)
     comment = None if body is None else body.comment
     info = platform.alarms.unshelve(scope.tenant_id, rule, device, scope.principal.name, comment)
+    return _alarm_out(info)
+
+
+class ReasonIn(_In):
+    reason: Comment
+
+
+class OptionalReasonIn(_In):
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+SUPPRESS: Responses = {**E400, **AUTH, **E403, **E404, **E409_ALARM, **E422}
+
+
+def _whole_alarm_scope(scope: Scope, platform: Platform, rule: str, device: str) -> None:
+    """Suppression and out-of-service take an alarm away from operators: engineers decide it
+    (rules.write), on a rule and device within their scope."""
+    _rule_in_scope(scope, platform, rule)
+    scoping.check_device(scope, platform.registry, device)
+
+
+@router.post(
+    "/alarms/{rule}/{device}/suppress",
+    summary="Suppress an alarm by design (tracked, not annunciated; reason required)",
+    description="For a plant state that makes the alarm meaningless (a line stopped for a "
+    "changeover). Works before the alarm ever fired. Needs rules.write.",
+    responses=SUPPRESS,
+)
+def suppress(rule: str, device: str, body: ReasonIn, scope: Write, platform: Plat) -> AlarmOut:
+    _whole_alarm_scope(scope, platform, rule, device)
+    info = platform.alarms.suppress(
+        scope.tenant_id, rule, device, scope.principal.name, body.reason
+    )
+    return _alarm_out(info)
+
+
+@router.post(
+    "/alarms/{rule}/{device}/unsuppress",
+    summary="End a suppression by design",
+    responses=SUPPRESS,
+)
+def unsuppress(
+    rule: str, device: str, scope: Write, platform: Plat, body: OptionalReasonIn | None = None
+) -> AlarmOut:
+    _whole_alarm_scope(scope, platform, rule, device)
+    reason = None if body is None else body.reason
+    info = platform.alarms.unsuppress(scope.tenant_id, rule, device, scope.principal.name, reason)
+    return _alarm_out(info)
+
+
+@router.post(
+    "/alarms/{rule}/{device}/out-of-service",
+    summary="Take an alarm out of service (maintenance; comment required)",
+    description="Works before the alarm ever fired. Needs rules.write.",
+    responses=SUPPRESS,
+)
+def remove_from_service(
+    rule: str, device: str, body: AckIn, scope: Write, platform: Plat
+) -> AlarmOut:
+    _whole_alarm_scope(scope, platform, rule, device)
+    info = platform.alarms.remove_from_service(
+        scope.tenant_id, rule, device, scope.principal.name, body.comment
+    )
+    return _alarm_out(info)
+
+
+@router.post(
+    "/alarms/{rule}/{device}/return-to-service",
+    summary="Return an out-of-service alarm to service",
+    responses=SUPPRESS,
+)
+def return_to_service(
+    rule: str, device: str, scope: Write, platform: Plat, body: UnshelveIn | None = None
+) -> AlarmOut:
+    _whole_alarm_scope(scope, platform, rule, device)
+    comment = None if body is None else body.comment
+    info = platform.alarms.return_to_service(
+        scope.tenant_id, rule, device, scope.principal.name, comment
+    )
     return _alarm_out(info)
 
 

@@ -550,6 +550,8 @@ class Rule(Base):
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # JSON list of {"kind", "config", "on"} (rules/rule_actions.py), checked when saved.
+    actions: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
 
 class AlarmState(Base):
@@ -605,3 +607,23 @@ class AlarmEvent(Base):
     value: Mapped[float | None] = mapped_column()
     area: Mapped[str] = mapped_column(String(NAME_LEN))
     priority: Mapped[int] = mapped_column(Integer)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app catalogue per tenant (migration 0005; the service is apps/catalogue.py).
+# ---------------------------------------------------------------------------------------------
+
+
+class TenantApp(Base):
+    """An app a tenant enabled (or disabled again), with its tenant-specific config (JSON)."""
+
+    __tablename__ = "tenant_apps"
+    __table_args__ = (UniqueConstraint("tenant_id", "app"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    app: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    config: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(NAME_LEN))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["DeviceIdentity", "topic_allowed"]
+__all__ = ["ALARM_ROOT", "DeviceIdentity", "topic_allowed"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ _SF_SUBSCRIBE: Final = (
     ("commands", "+"),
     ("commands", "#"),
 )
+ALARM_ROOT: Final = "alarms"  # alarms/<tenant>/...: the tenant's alarm feed
 _NODE_PUBLISH: Final = frozenset({"NBIRTH", "NDEATH", "NDATA"})
 _DEVICE_PUBLISH: Final = frozenset({"DBIRTH", "DDEATH", "DDATA"})
 
@@ -66,6 +67,10 @@ def topic_allowed(
         return _sf_allowed(identity, levels[2:], action)
     if levels[0] == "spBv1.0":
         return _sparkplug_allowed(identity, levels[1:], action)
+    if levels[0] == ALARM_ROOT:
+        # The tenant's alarm feed (the MQTT alarm action publishes there): its devices (an
+        # andon board, a stack light) may read it; only the platform publishes.
+        return action == "subscribe" and len(levels) >= 3 and levels[1] == identity.tenant
     return False
 
 

@@ -46,7 +46,7 @@ from shopfloor.rules.model import (
 )
 from shopfloor.rules.vector import firsts, previous
 
-__all__ = ["RuleEngine", "RuleStatus", "validate_rule"]
+__all__ = ["RuleEngine", "RuleStatus", "rule_signal_ids", "validate_rule"]
 
 _Call = Callable[[Evaluator, npt.NDArray[np.bool_]], list[Event]]
 _KIND_NAMES = {
@@ -109,6 +109,14 @@ def validate_rule(rule: Rule, devices: Sequence[Device]) -> None:
             _expressions(rule, dev)
         else:
             _signal(rule, dev)
+
+
+def rule_signal_ids(rule: Rule, dev: Device) -> list[int]:
+    """The ids of the signals ``rule`` reads on ``dev`` (the data an alarm of it carries)."""
+    if isinstance(rule, ExpressionRule | StateRule):
+        names = set().union(*(e.names for e in _expressions(rule, dev)))
+        return sorted(dev.signals[n] for n in names)
+    return [_signal(rule, dev)]
 
 
 class RuleEngine:

@@ -13,6 +13,13 @@ rebuilt when either changed (a cheap check at most every ``refresh_s``). A rule 
 run time is disabled by the engine; the runtime stores that, with the engine's reason, through
 :meth:`RuleStore.set_enabled`, so the next build leaves it out. Time-driven rules (stale) are
 ticked about once a second.
+
+A rule's actions (rules/rule_actions.py) run for its stored alarm changes that trigger them
+(``activated``: annunciated; ``cleared``): each in its own task, at most ``ACTION_CONCURRENCY``
+at once, so a slow webhook holds up neither evaluation nor the other actions. An action is
+built per run from the rule's stored config and the dependencies ``action_deps(tenant_id,
+rule)`` gives (egress check, MQTT publisher, command sender); every outcome goes to
+``on_action`` (the platform audits it) and is counted.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,8 +39,10 @@ from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import now_ns, to_iso
 from shopfloor.registry.service import Registry
 from shopfloor.rules import model
+from shopfloor.rules.actions import ActionDeps, ActionResult, build_action
 from shopfloor.rules.alarms import AlarmEvent
-from shopfloor.rules.engine import RuleEngine, RuleStatus
+from shopfloor.rules.engine import RuleEngine, RuleStatus, rule_signal_ids
+from shopfloor.rules.rule_actions import RuleAction, triggers_of
 from shopfloor.rules.store import AlarmStore, RuleStore
 
 __all__ = ["LiveAlarm", "RulesRuntime", "Subscription"]
@@ -43,6 +52,12 @@ log = logging.getLogger(__name__)
 QUEUE_BATCHES: Final = 1024  # batches waiting for the worker; more are dropped and counted
 SUBSCRIBER_QUEUE: Final = 1000  # alarm changes waiting for one slow WebSocket client
 TICK_S: Final = 1.0
+ACTION_CONCURRENCY: Final = 16  # actions running at once (webhooks wait on the network)
+
+# (tenant_id, rule) -> what the rule's actions may use
+DepsFactory = Callable[[int, str], ActionDeps]
+# (tenant_id, rule, device, action, result)
+ActionListener = Callable[[int, str, str, RuleAction, ActionResult], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,8 @@ class _Tenant:
     checked: float
     rule_ids: dict[int, str]  # registry rule id -> rule name
     devices: dict[int, tuple[str, int | None]]  # registry device id -> (name, asset id)
+    actions: dict[str, tuple[RuleAction, ...]] = field(default_factory=dict)  # by rule name
+    signal_ids: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (rule, device)
     disabled: set[str] = field(default_factory=set)  # already stored as disabled
 
 
@@ -102,11 +119,19 @@ class RulesRuntime:
         *,
         queue_size: int = QUEUE_BATCHES,
         refresh_s: float = 1.0,
+        action_deps: DepsFactory | None = None,
+        on_action: ActionListener | None = None,
     ) -> None:
         self.registry = registry
         self.rules = rules
         self.alarms = alarms
         self.refresh_s = refresh_s
+        self.action_deps = action_deps
+        self.on_action = on_action
+        self.actions_ok = 0
+        self.actions_failed = 0
+        self._action_tasks: set[asyncio.Task[None]] = set()
+        self._action_slots: asyncio.Semaphore | None = None
         self._size = queue_size
         self._queue: asyncio.Queue[tuple[int, pa.Table]] = asyncio.Queue(queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -251,6 +276,7 @@ class RulesRuntime:
                     live.append(LiveAlarm(rule, device[0], device[1], ev))
             if live:
                 self._publish(tenant_id, live)
+                self._start_actions(tenant_id, t, live)
         failed = {
             name: s.reason
             for name, s in engine.status().items()
@@ -258,6 +284,59 @@ class RulesRuntime:
         }
         if failed:
             await asyncio.to_thread(self._disable, tenant_id, t, failed)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _start_actions(self, tenant_id: int, t: _Tenant, changes: Sequence[LiveAlarm]) -> None:
+        for change in changes:
+            fired = set(triggers_of(change.event))
+            if not fired:
+                continue
+            for action in t.actions.get(change.rule, ()):
+                if fired & set(action.on):
+                    sids = t.signal_ids.get((change.rule, change.device), [])
+                    task = asyncio.create_task(self._run_action(tenant_id, change, action, sids))
+                    self._action_tasks.add(task)
+                    task.add_done_callback(self._action_tasks.discard)
+
+    async def _run_action(
+        self, tenant_id: int, change: LiveAlarm, action: RuleAction, signal_ids: list[int]
+    ) -> None:
+        if self._action_slots is None:
+            self._action_slots = asyncio.Semaphore(ACTION_CONCURRENCY)
+        async with self._action_slots:
+            try:
+                if self.action_deps is None:
+                    raise RuntimeError("actions are not wired on this runtime")
+                deps = self.action_deps(tenant_id, change.rule)
+                runner = build_action(action.kind, action.config, deps)
+                result = await runner.run(change.event, signal_ids=signal_ids)
+            except Exception as exc:  # a plugin's bug or a missing dependency: reported
+                result = ActionResult(False, action.kind, f"{type(exc).__name__}: {exc}", 0)
+        if result.ok:
+            self.actions_ok += 1
+        else:
+            self.actions_failed += 1
+            log.warning(
+                "tenant %d: rule %r on %r: %s action failed: %s",
+                tenant_id,
+                change.rule,
+                change.device,
+                action.kind,
+                result.reason,
+            )
+        if self.on_action is not None:
+            try:
+                await asyncio.to_thread(
+                    self.on_action, tenant_id, change.rule, change.device, action, result
+                )
+            except Exception:
+                log.exception("tenant %d: recording an action result failed", tenant_id)
+
+    async def drain_actions(self) -> None:
+        """Wait for the actions running now (tests; shutdown)."""
+        while self._action_tasks:
+            await asyncio.gather(*list(self._action_tasks), return_exceptions=True)
 
     def _disable(self, tenant_id: int, t: _Tenant, failed: dict[str, str | None]) -> None:
         for name, reason in failed.items():
@@ -320,5 +399,13 @@ class RulesRuntime:
             infos, key, devices = self._fingerprint(tenant_id)  # the disabled ones changed
         places = {d.id: (d.name, d.asset_id) for d in self.registry.list_devices(tenant_id)}
         fresh = _Tenant(RuleEngine(devices, rules), key, now, {r.id: r.name for r in infos}, places)
+        live = {r.id for r in rules}
+        fresh.actions = {i.name: i.actions for i in infos if i.actions and i.name in live}
+        for rule in rules:
+            if rule.id not in fresh.actions:
+                continue
+            for dev in devices:
+                if dev.id == rule.device or (rule.device is None and dev.type == rule.device_type):
+                    fresh.signal_ids[(rule.id, dev.id)] = rule_signal_ids(rule, dev)
         self._tenants[tenant_id] = fresh
         return fresh

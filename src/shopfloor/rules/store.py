@@ -34,6 +34,7 @@ from shopfloor.registry.service import Registry, check_name
 from shopfloor.rules import model
 from shopfloor.rules.alarms import Alarm, AlarmEvent, AlarmState, Cause, Priority, Step
 from shopfloor.rules.engine import validate_rule
+from shopfloor.rules.rule_actions import RuleAction, keep_secrets, parse_actions
 
 __all__ = [
     "KINDS",
@@ -78,6 +79,7 @@ class RuleInfo:
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
+    actions: tuple[RuleAction, ...] = ()
 
     def to_rule(self) -> model.Rule:
         """The engine's rule (``id`` is the rule's name)."""
@@ -182,7 +184,24 @@ def _rule_info(row: m.Rule) -> RuleInfo:
         disabled_reason=row.disabled_reason,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        actions=tuple(
+            RuleAction(a["kind"], a["config"], tuple(a["on"])) for a in json.loads(row.actions)
+        ),
     )
+
+
+def _actions_json(actions: tuple[RuleAction, ...]) -> str:
+    return json.dumps([a.to_json() for a in actions])
+
+
+def _applies(s: Session, rule: m.Rule, device: m.Device) -> bool:
+    """Whether ``rule`` applies to ``device`` (its alarm can exist)."""
+    if rule.target_kind == "device":
+        return rule.target == device.name
+    if device.device_type_id is None:
+        return False
+    dtype = s.get(m.DeviceType, device.device_type_id)
+    return dtype is not None and dtype.name == rule.target
 
 
 def rule_not_found(name: str) -> NotFound:
@@ -252,10 +271,13 @@ class RuleStore:
         priority: int | str = Priority.MEDIUM,
         message: str = "",
         enabled: bool = True,
+        actions: object = None,
     ) -> RuleInfo:
+        """Store a checked rule; ``actions`` as :func:`rule_actions.parse_actions` takes them."""
         check_name(name, "rule")
         rule = build_rule(name, kind, definition, device_type, device)
         prio = Priority.parse(priority)
+        acts = parse_actions(actions)
         self.check(tenant_id, rule)
         with self.registry._write() as s:
             row = m.Rule(
@@ -269,6 +291,7 @@ class RuleStore:
                 message=message,
                 enabled=enabled,
                 disabled_reason=None if enabled else "disabled when created",
+                actions=_actions_json(acts),
             )
             s.add(row)
             try:
@@ -288,11 +311,15 @@ class RuleStore:
         device: str | None = None,
         priority: int | str = Priority.MEDIUM,
         message: str = "",
+        actions: object = None,
     ) -> RuleInfo:
-        """Replace a rule's definition, target, priority and message (enabled stays)."""
-        self.get(tenant_id, name)  # NotFound before any check names the target
+        """Replace a rule's definition, target, priority, message and actions (enabled stays).
+
+        An action config value given as ``rule_actions.MASK`` keeps the stored secret."""
+        old = self.get(tenant_id, name)  # NotFound before any check names the target
         rule = build_rule(name, kind, definition, device_type, device)
         prio = Priority.parse(priority)
+        acts = parse_actions(keep_secrets(actions, old.actions))
         self.check(tenant_id, rule)
         with self.registry._write() as s:
             row = _rule_row(s, tenant_id, name)
@@ -302,6 +329,7 @@ class RuleStore:
             row.target = device if device is not None else str(device_type)
             row.priority = int(prio)
             row.message = message
+            row.actions = _actions_json(acts)
             row.updated_at = m.utcnow()
             return _rule_info(row)
 
@@ -651,6 +679,42 @@ class AlarmStore:
     ) -> AlarmInfo:
         return self._act(tenant_id, rule, device, lambda a, ts: a.unshelve(ts, user, comment))
 
+    def suppress(self, tenant_id: int, rule: str, device: str, user: str, reason: str) -> AlarmInfo:
+        """Suppress by design (e.g. the line is down for a changeover): tracked, not shown.
+        Works before the alarm ever fired."""
+        return self._act(
+            tenant_id,
+            rule,
+            device,
+            lambda a, ts: a.suppress_by_design(ts, f"{reason} (by {user})"),
+            create=True,
+        )
+
+    def unsuppress(
+        self, tenant_id: int, rule: str, device: str, user: str, reason: str | None = None
+    ) -> AlarmInfo:
+        why = f"{reason} (by {user})" if reason else f"by {user}"
+        return self._act(tenant_id, rule, device, lambda a, ts: a.unsuppress(ts, why))
+
+    def remove_from_service(
+        self, tenant_id: int, rule: str, device: str, user: str, comment: str
+    ) -> AlarmInfo:
+        """Out of service (maintenance, a broken sensor); works before the alarm ever fired."""
+        return self._act(
+            tenant_id,
+            rule,
+            device,
+            lambda a, ts: a.remove_from_service(ts, user, comment),
+            create=True,
+        )
+
+    def return_to_service(
+        self, tenant_id: int, rule: str, device: str, user: str, comment: str | None = None
+    ) -> AlarmInfo:
+        return self._act(
+            tenant_id, rule, device, lambda a, ts: a.return_to_service(ts, user, comment)
+        )
+
     def expire_shelves(self, tenant_id: int, now: int | None = None) -> int:
         """Return alarms whose shelf has expired to annunciation; returns how many."""
         now = now_ns() if now is None else now
@@ -672,7 +736,9 @@ class AlarmStore:
                 n += step.event is not None
         return n
 
-    def _act(self, tenant_id: int, rule: str, device: str, action: Any) -> AlarmInfo:
+    def _act(
+        self, tenant_id: int, rule: str, device: str, action: Any, *, create: bool = False
+    ) -> AlarmInfo:
         now = now_ns()
         with self.registry._write() as s:
             rule_row = _rule_row(s, tenant_id, rule)
@@ -686,6 +752,10 @@ class AlarmStore:
                     m.AlarmState.rule_id == rule_row.id, m.AlarmState.device_id == dev.id
                 )
             )
+            if row is None and create:
+                if not _applies(s, rule_row, dev):
+                    raise alarm_not_found(rule, device)
+                row, _ = self._load_or_new(s, tenant_id, rule_row, dev)
             if row is None:
                 raise alarm_not_found(rule, device)
             alarm = _alarm(row)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from shopfloor.cli.audit import app as audit_app
 from shopfloor.cli.device import app as device_app
 from shopfloor.cli.edge import app as edge_app
+from shopfloor.cli.rules import alarms_app, rules_app
 from shopfloor.cli.user import app as user_app
 from shopfloor.core.config import Settings, load_settings
 from shopfloor.core.errors import ShopfloorError
@@ -35,6 +36,8 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(device_app, name="device")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(rules_app, name="rules")
+app.add_typer(alarms_app, name="alarms")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -362,15 +365,24 @@ BENCHMARKS = (
     "ingest-mqtt",
     "rules",
     "alarm-latency",
+    "anomaly",
+    "rul",
 )
 
 
-@app.command()
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def bench(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(BENCHMARKS)}.")],
     quick: Annotated[bool, typer.Option(help="Small run, under a minute.")] = False,
 ) -> None:
-    """Run a benchmark; its last output line is one JSON object."""
+    """Run a benchmark; its last output line is one JSON object.
+
+    Options after NAME go to the benchmark itself, e.g. `shopfloor bench rul --data DIR`;
+    `python -m benchmarks.NAME --help` lists them.
+    """
     if name not in BENCHMARKS:
         _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}"))
     root = Path(__file__).resolve().parents[3]
@@ -380,7 +392,7 @@ def bench(
         module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")
     except ModuleNotFoundError:
         _fail(ValueError("benchmarks/ not found: run from a source checkout of Shopfloor"))
-    module.main(["--quick"] if quick else [])
+    module.main((["--quick"] if quick else []) + list(ctx.args))
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from shopfloor.api.platform import Platform
+from shopfloor.apps.catalogue import installed_apps
 from shopfloor.core.timeutil import now_ns
 from shopfloor.registry.service import SignalSpec
 from shopfloor.security.roles import Role
 from tests.security.conftest import PASSWORD, UserHeaders
 
 B_MARK = "bravo"  # every name of tenant B contains it; no name of A does
+AN_APP = next(iter(installed_apps()), "no-such-app")  # an installed app (the walk's example)
 
 
 # -- the two tenants ----------------------------------------------------------------------------
@@ -127,6 +129,10 @@ def populate(
     user = platform.auth.create_user(tenant.id, f"{name}-user", PASSWORD, [Role.VIEWER])
     token, _ = platform.auth.issue_token(user.id, "walk")
     grant = platform.auth.create_grant(tenant.id, OPS, 3600.0, "support")
+    # Every installed app enabled for B (its instances run while A walks the app routes).
+    if name == B_MARK:
+        for app_name, cls in platform.catalogue.apps.items():
+            platform.catalogue.enable(tenant.id, app_name, dict(cls.example_config), actor="walk")
     # A rule named like the device (so the swaps cover it) and its active alarm.
     from shopfloor.rules.model import Event
 
@@ -640,6 +646,24 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", f"{V1}/alarms/{{rule}}/{{device}}/return-to-service"): alarm_probes(
         "/return-to-service", None
     ),
+    # -- apps (tenant-wide; B enabled every installed app, A none unless it enables one) --------
+    ("GET", f"{V1}/apps"): Listing(f"{V1}/apps"),
+    ("GET", f"{V1}/apps/{{name}}"): Listing(f"{V1}/apps/{AN_APP}", ok=frozenset({200, 404})),
+    ("PUT", f"{V1}/apps/{{name}}"): Listing(
+        f"{V1}/apps/{AN_APP}", body=lambda _a, _b: {"enabled": False}, ok=frozenset({200, 404})
+    ),
+    ("GET", f"{V1}/apps/{{name}}/events"): Listing(
+        f"{V1}/apps/{AN_APP}/events",
+        ok=frozenset({404}),  # A did not enable it
+    ),
+    # Each installed app's own routes: A has not enabled the app, B has: 404, nothing of B's.
+    **{
+        ("GET", f"{V1}/apps/{app_name}/{route.path}"): Listing(
+            f"{V1}/apps/{app_name}/{route.path}", ok=frozenset({404})
+        )
+        for app_name, cls in installed_apps().items()
+        for route in cls.routes()
+    },
 }
 
 

@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 import shopfloor
 from shopfloor.api import (
+    apps_routes,
     audit_routes,
     auth_routes,
     data_routes,
@@ -27,6 +28,7 @@ from shopfloor.api import (
 from shopfloor.api.ingest_endpoint import is_ingest, serve_ingest
 from shopfloor.api.platform import Platform
 from shopfloor.api.responses import JSON
+from shopfloor.apps.catalogue import installed_apps
 from shopfloor.core.config import Settings
 
 StartHook = Callable[[Platform], Coroutine[Any, Any, None]]
@@ -94,6 +96,11 @@ def create_app(
     app.include_router(limits_routes.router)
     app.include_router(export_routes.router)
     app.include_router(rules_routes.router)
+    app.include_router(apps_routes.router)
+    # The installed apps' own routes (known before the platform opens: from the entry points).
+    apps_routes.install_app_routes(
+        app, platform.catalogue.apps if platform is not None else installed_apps()
+    )
     # Outermost last: limits answer 429 before anything else runs; the audit sees the outcome.
     security_middleware.install_audit(app)
     security_middleware.install_transport(app)

@@ -10,7 +10,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from shopfloor.api.alarm_actions import action_deps, record_action
+from shopfloor.apps.catalogue import Catalogue
+from shopfloor.apps.context import PlatformContext
+from shopfloor.apps.host import AppHost
 from shopfloor.core.config import Settings
 from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import DAY_NS, now_ns
@@ -93,9 +98,30 @@ class Platform:
             action_deps=lambda tenant_id, rule: action_deps(self, tenant_id, rule),
             on_action=lambda *outcome: record_action(self, *outcome),
         )
-        self.ingestor.on_durable = self.runtime.feed
+        # Apps (apps/): the catalogue of installed apps and the tenants' choices, and the host
+        # that runs the enabled ones on the same durable batches as the rules.
+        self.catalogue = Catalogue(self.registry)
+        self.apps = AppHost(self.catalogue, self.app_context, settings.data_dir / "apps")
+        self.ingestor.on_durable = self._durable
         self.mqtt: MqttService | None = MqttService(self) if settings.mqtt_mode != "off" else None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _durable(self, tenant_id: int, batch: pa.Table) -> None:
+        self.runtime.feed(tenant_id, batch)
+        self.apps.feed(tenant_id, batch)
+
+    def app_context(self, tenant_id: int, app: str) -> PlatformContext:
+        tenant = self.registry.get_tenant(tenant_id)
+        return PlatformContext(
+            tenant_id=tenant_id,
+            tenant=tenant.name,
+            app=app,
+            registry=self.registry,
+            historian=self.historian,
+            ingestor=self.ingestor,
+            rules=self.rules,
+            data_dir=self.settings.data_dir / "apps" / str(tenant_id) / app / "files",
+        )
 
     def apply_retention(self) -> int:
         """Apply every tenant's retention period; returns points removed."""
@@ -120,6 +146,7 @@ class Platform:
         self.spawn(self._retention_loop())
         self.spawn(self.audit.purge_loop())  # daily: audit records past their retention
         self.spawn(self.runtime.run())  # live rules over ingested batches, alarms to WebSockets
+        self.spawn(self.apps.run())  # the tenants' enabled apps on the same batches
         if self.mqtt is not None:
             self.spawn(self.mqtt.run())  # stops the broker and subscriber when cancelled
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from shopfloor.cli.apps import app as apps_app
 from shopfloor.cli.audit import app as audit_app
 from shopfloor.cli.device import app as device_app
 from shopfloor.cli.edge import app as edge_app
@@ -38,6 +39,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alarms_app, name="alarms")
+app.add_typer(apps_app, name="app")
 console = Console(stderr=True)
 
 DataDir = Annotated[

@@ -27,6 +27,7 @@ class Permission(StrEnum):
     COMMANDS_SEND = "commands.send"
     ALARMS_ACK = "alarms.ack"
     RULES_WRITE = "rules.write"
+    APPS_MANAGE = "apps.manage"  # enable, disable and configure the tenant's apps
     USERS_MANAGE = "users.manage"
     TENANT_SETTINGS = "tenant.settings"
     ACCESS_GRANT = "access.grant"  # let a platform admin into the tenant's data, audited
@@ -48,6 +49,7 @@ _ENGINEER: Final = _OPERATOR | {
     P.REGISTRY_WRITE,
     P.DEVICE_CREDENTIALS,
     P.RULES_WRITE,
+    P.APPS_MANAGE,
 }
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {

@@ -1,0 +1,1 @@
+"""An example third-party Shopfloor app: energy per good part."""

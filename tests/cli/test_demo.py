@@ -16,7 +16,7 @@ def test_demo_serves_a_simulated_factory(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "demo.log"
     cmd = [sys.executable, "-m", "shopfloor.cli.main", "demo", "--data-dir", str(tmp_path / "d"),
-           "--port", str(port), "--backfill", "10m"]  # fmt: skip
+           "--port", str(port), "--backfill", "10m", "--history", "1d"]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -26,7 +26,7 @@ def test_demo_serves_a_simulated_factory(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             time.sleep(0.5)
             assert proc.poll() is None, log.read_text()
-            if not key_file.exists():
+            if not key_file.exists() or "Backfill done" not in log.read_text():
                 continue
             headers = {"X-API-Key": key_file.read_text().strip()}
             try:
@@ -54,6 +54,19 @@ def test_demo_serves_a_simulated_factory(tmp_path: Path) -> None:
             headers=headers,
         )
         assert sum(sum(s["count"]) for s in r.json()["series"]) >= 550
+        # a day of older history at one reading a minute before that
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/downsample",
+            params={"signal": key, "start": "-25h", "end": "-1h", "interval": "1d", "agg": "count"},
+            headers=headers,
+        )
+        assert 20 * 60 <= sum(sum(s["count"]) for s in r.json()["series"]) <= 24 * 60 + 1
+        # the installed apps are enabled for the demo tenant and running
+        apps = httpx.get(f"http://127.0.0.1:{port}/api/v1/apps", headers=headers).json()["apps"]
+        assert apps
+        for a in apps:
+            assert a["enabled"], a
+            assert a["status"]["running"], a
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,8 +1,14 @@
-"""`shopfloor demo`: the platform fed by a simulated factory.
+"""`shopfloor demo`: the platform fed by a simulated factory, with the apps running.
 
 The factory is registered as a tenant "demo" with the ISA-95 tree enterprise > site > area >
-line > machine, one device per machine created from a device type per machine kind. It first
-backfills some history (fast, without waiting), then produces live data every second.
+line > machine, one device per machine created from a device type per machine kind. The
+built-in apps are enabled for it with their example configs (made for this factory).
+
+On a fresh data folder it first simulates history, fast and without waiting: ``history``
+(default a week) at one reading a minute, so that the apps have shifts to report, baselines
+to learn and run-to-failure histories to train on, then ``backfill`` (default an hour) at one
+reading a second. Every simulated batch goes through the ingest path's durable hook, so the
+rules and the apps see the history as it happened. Then it produces live data every second.
 """
 
 from __future__ import annotations
@@ -26,7 +32,28 @@ from shopfloor.registry.service import Registry, SignalSpec, TenantInfo
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 TENANT = "demo"
-BACKFILL_BATCH_STEPS = 600  # ten simulated minutes per write while backfilling
+BACKFILL_BATCH_STEPS = 600  # steps per write while simulating history (10 min at 1 s)
+HISTORY_PERIOD_S = 60.0  # the week of history: one reading a minute
+APPS_START_S = 15.0  # how long to wait for the enabled apps to start before the history
+
+
+def enable_apps(platform: Platform, tenant_id: int) -> list[str]:
+    """Enable every installed app the tenant has no choice for yet, with its example config
+    (a third party's app whose example does not fit the demo is skipped with a warning)."""
+    enabled = []
+    chosen = platform.catalogue.tenant_apps(tenant_id)
+    for name, cls in platform.catalogue.apps.items():
+        if name in chosen:
+            if chosen[name].enabled:
+                enabled.append(name)
+            continue
+        try:
+            platform.catalogue.enable(tenant_id, name, dict(cls.example_config), actor="demo")
+        except Exception as exc:
+            log.warning("demo: app %r not enabled: %s", name, exc)
+            continue
+        enabled.append(name)
+    return enabled
 
 
 def ensure_tenant(platform: Platform) -> tuple[TenantInfo, str]:
@@ -70,20 +97,39 @@ def register_factory(registry: Registry, tenant_id: int, sim: FactorySimulator) 
     return True
 
 
+def _duration(raw: str, what: str) -> int:
+    return 0 if raw.strip() in ("", "0") else parse_duration(raw, what)
+
+
 class DemoFactory:
-    def __init__(self, seed: int = 1, backfill: str = "1h") -> None:
+    def __init__(
+        self, seed: int = 1, backfill: str = "1h", history: str = "0", apps: bool = True
+    ) -> None:
         self.seed = seed
-        self.backfill_ns = (
-            0 if backfill.strip() in ("", "0") else parse_duration(backfill, "backfill")
-        )
+        self.backfill_ns = _duration(backfill, "backfill")
+        self.history_ns = _duration(history, "history")
+        self.apps = apps
 
     async def run(self, platform: Platform) -> None:
         tenant, key = await asyncio.to_thread(ensure_tenant, platform)
         now = time.time_ns() // 10**9 * 10**9
         probe = FactorySimulator(seed=self.seed, start_ns=now)
         fresh = await asyncio.to_thread(register_factory, platform.registry, tenant.id, probe)
+        if self.apps:
+            names = await asyncio.to_thread(enable_apps, platform, tenant.id)
+            await self._apps_started(platform, tenant.id, names)
+            if names:
+                console.print(f"Apps enabled: {', '.join(names)}")
+        history = self.history_ns if fresh else 0
         start = now - self.backfill_ns if fresh else now
-        sim = FactorySimulator(seed=self.seed, start_ns=start)
+        # The history is simulated at one reading a minute, then the same factory goes on at
+        # one a second: one simulator, so machines, faults and counters carry on unbroken.
+        sim_start = (start - history) // 60_000_000_000 * 60_000_000_000 if history else start
+        sim = FactorySimulator(
+            seed=self.seed,
+            start_ns=sim_start,
+            period_s=HISTORY_PERIOD_S if history else 1.0,
+        )
         ids = {
             m.name: platform.registry.resolve(
                 tenant.id, m.name, [s.name for s in m.signals], [s.data_type for s in m.signals]
@@ -96,8 +142,14 @@ class DemoFactory:
             f"'{TENANT}', API key {key}\n  try: curl -H 'X-API-Key: {key}' "
             f"'{url}/api/v1/latest?device={sim.machines()[0].name}'"
         )
+        if history:
+            console.print(
+                f"Simulating {history / 8.64e13:.1f} days of history, a reading a minute..."
+            )
+            await asyncio.to_thread(self._backfill, platform, tenant.id, sim, ids, start)
+            sim.set_period(1.0)
         if start < now:
-            console.print(f"Backfilling {self.backfill_ns / 3.6e12:.1f} h of history...")
+            console.print(f"Backfilling {self.backfill_ns / 3.6e12:.1f} h, a reading a second...")
             await asyncio.to_thread(self._backfill, platform, tenant.id, sim, ids, now)
             console.print("Backfill done; live data every second.")
         await self._live(platform, tenant.id, sim, ids)
@@ -111,13 +163,29 @@ class DemoFactory:
         end: int,
     ) -> None:
         pending: list[list[Frame]] = []
+
+        def write() -> None:
+            batch = to_batch(tenant_id, pending, ids)
+            platform.historian.write(batch)
+            platform.ingestor.durable(batch)  # the rules and the apps see it
+            pending.clear()
+
         for frames in sim.run_until(end):
             pending.append(frames)
             if len(pending) == BACKFILL_BATCH_STEPS:
-                platform.historian.write(to_batch(tenant_id, pending, ids))
-                pending.clear()
+                write()
         if pending:
-            platform.historian.write(to_batch(tenant_id, pending, ids))
+            write()
+
+    async def _apps_started(self, platform: Platform, tenant_id: int, names: list[str]) -> None:
+        """Wait (a little) for the app host to start the enabled apps, so that they see the
+        history from its beginning."""
+        deadline = time.monotonic() + APPS_START_S
+        while time.monotonic() < deadline:
+            if all(platform.apps.instance(tenant_id, n) is not None for n in names):
+                return
+            await asyncio.sleep(0.1)
+        log.warning("demo: not every app started within %.0f s", APPS_START_S)
 
     async def _live(
         self, platform: Platform, tenant_id: int, sim: FactorySimulator, ids: dict[str, np.ndarray]
@@ -127,7 +195,8 @@ class DemoFactory:
             delay = (sim.now_ns - time.time_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            await platform.historian.write_async(to_batch(tenant_id, [frames], ids))
+            # Through the ingest path: stored, then seen by the live rules and the apps.
+            await platform.ingestor.write(to_batch(tenant_id, [frames], ids))
 
 
 def to_batch(tenant_id: int, steps: list[list[Frame]], ids: dict[str, np.ndarray]) -> pa.Table:

@@ -151,16 +151,25 @@ def demo(
     ] = Path("shopfloor-demo"),
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     backfill: Annotated[
-        str, typer.Option(help="History to simulate before going live, e.g. 2h, 1d, 0.")
+        str, typer.Option(help="Recent history at 1 Hz to simulate before going live (2h, 0).")
     ] = "1h",
+    history: Annotated[
+        str,
+        typer.Option(
+            help="Older history at one reading a minute, before the backfill (7d, 0): shifts "
+            "for OEE, baselines and run-to-failure histories for the apps."
+        ),
+    ] = "7d",
+    apps: Annotated[bool, typer.Option(help="Enable the installed apps for the demo.")] = True,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated factory.")] = 1,
 ) -> None:
-    """Run the platform with a simulated factory: 3 lines, 20 machines, ~500 signals at 1 Hz."""
+    """Run the platform with a simulated factory (3 lines, 20 machines, ~500 signals at 1 Hz)
+    and the apps: OEE, SPC, condition monitoring, predictive maintenance."""
     _need_platform()
     from shopfloor.cli.demo import DemoFactory
 
     settings = _settings(None, data_dir=data_dir, http_port=port)
-    factory = DemoFactory(seed=seed, backfill=backfill)
+    factory = DemoFactory(seed=seed, backfill=backfill, history=history, apps=apps)
     serve(settings, on_start=(factory.run,))
 
 

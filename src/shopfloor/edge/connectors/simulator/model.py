@@ -266,6 +266,14 @@ class FactorySimulator:
         """Simulation time of the latest frames (``start_ns`` before the first step)."""
         return self._now_ns
 
+    def set_period(self, period_s: float) -> None:
+        """Go on at another sampling period (e.g. a week of history at a minute, then 1 s);
+        the next step advances by the new period."""
+        if not period_s > 0:
+            raise ValueError(f"period_s must be positive, got {period_s}")
+        self.period_s = float(period_s)
+        self.period_ns = round(period_s * 1e9)
+
     @property
     def fault_severity(self) -> F64:
         """Ground truth for condition monitoring: 0 healthy, rising to 1 at the breakdown."""

@@ -15,11 +15,11 @@ import asyncio
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopfloor.api import scoping
-from shopfloor.api.deps import get_platform
+from shopfloor.api.deps import get_platform, source_of
 from shopfloor.api.platform import Platform
 from shopfloor.api.registry_routes import AUTH, E400, E404, E409, E422, ErrorBody, Responses
 from shopfloor.api.scoping import device_scope, scope_of
@@ -75,6 +75,7 @@ def _service(platform: Platform) -> MqttService:
     responses={**E400, **AUTH, **E404, **E409, **E422, **E503, **E504},
 )
 async def send_command(
+    request: Request,
     name: str,
     body: CommandIn,
     platform: Annotated[Platform, Depends(get_platform)],
@@ -90,8 +91,48 @@ async def send_command(
     if body.signal is not None and body.params is not None:
         raise BadInput("a signal write takes 'value', not 'params'", "params")
     payload = body.model_dump(exclude_none=True, exclude={"timeout_s"})
-    return await deliver_command(
-        svc, scope.tenant_id, scope.tenant.name, device, payload, body.timeout_s
+    try:
+        answer = await deliver_command(
+            svc, scope.tenant_id, scope.tenant.name, device, payload, body.timeout_s
+        )
+    except Exception as exc:
+        await _audit_command(platform, scope, request, device, payload, None, exc)
+        raise
+    await _audit_command(platform, scope, request, device, payload, answer, None)
+    return answer
+
+
+async def _audit_command(
+    platform: Platform,
+    scope: Scope,
+    request: Request,
+    device: str,
+    payload: dict[str, Any],
+    answer: dict[str, Any] | None,
+    error: Exception | None,
+) -> None:
+    """What was commanded and what the device answered. The HTTP call is audited anyway, but a
+    write the device refused is a 200 there: here it is "failed", with the answer."""
+    details: dict[str, Any] = {
+        k: payload[k] for k in ("signal", "value", "method", "params") if k in payload
+    }
+    if answer is not None:
+        details.update(
+            {k: answer.get(k) for k in ("id", "via", "ok", "read_back", "matches", "message")}
+        )
+        outcome = "ok" if answer.get("ok") is True else "failed"  # the device refused
+    else:
+        details["error"] = f"{type(error).__name__}: {error}"
+        outcome = "failed"
+    await asyncio.to_thread(
+        platform.audit.record,
+        "device.command",
+        f"device:{device}",
+        outcome,
+        principal=scope.principal,
+        tenant_id=scope.tenant_id,
+        source=source_of(request),
+        details=details,
     )
 
 

@@ -273,6 +273,23 @@ def test_setpoint_written_into_an_opcua_server_through_the_edge(
                 (op, "ok", 200),
             ]
             assert {r.object for r in records} == {f"name={BOILER}"}
+            # and what was commanded, with the device's answer: a refusal is not an "ok"
+            commands = platform.audit.records(
+                AuditFilter(tenant_id=tenant.id, action="device.command"), limit=None
+            )
+            seen = [
+                (r.outcome, r.details["signal"], r.details["value"], r.details.get("matches"))
+                for r in commands
+            ]
+            assert seen == [
+                ("ok", "setpoint", 42.5, True),
+                ("ok", "count", 250, True),
+                ("failed", "count", 1.5, False),  # the device refused it
+                ("failed", "setpoint", "high", None),  # refused before sending (422)
+                ("failed", "temp", 99.0, False),  # a read-only node
+            ], seen
+            assert "takes a number" in commands[3].details["error"]
+            assert all(r.details["via"] == "sparkplug" for r in commands if "via" in r.details)
         finally:
             await http.aclose()
             await platform.mqtt.stop()

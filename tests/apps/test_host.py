@@ -82,7 +82,14 @@ class Broken(App[AppConfig]):
         raise RuntimeError("the app's own bug")
 
 
-APPS = {"counter": Counter, "broken": Broken}
+class BadSubscriptions(App[AppConfig]):
+    manifest = AppManifest(name="bad-subs", title="Bad", version="0.1.0", summary="raises")
+
+    def subscriptions(self) -> Sequence[int]:
+        raise KeyError("no such signal")
+
+
+APPS = {"counter": Counter, "broken": Broken, "bad-subs": BadSubscriptions}
 
 
 class World:
@@ -149,7 +156,11 @@ def test_enable_feed_write_back_and_read_over_the_api(w: World) -> None:
     h, other = w.headers("acme"), w.headers("other")
     with TestClient(create_app(platform=w.platform)) as c:
         listed = c.get(f"{V1}/apps", headers=h).json()["apps"]
-        assert {a["name"]: a["enabled"] for a in listed} == {"counter": False, "broken": False}
+        assert {a["name"]: a["enabled"] for a in listed} == {
+            "counter": False,
+            "broken": False,
+            "bad-subs": False,
+        }
         r = c.put(
             f"{V1}/apps/counter", json={"enabled": True, "config": {"factor": "3"}}, headers=h
         )
@@ -305,3 +316,39 @@ def test_check_app_finds_what_is_wrong_with_an_app(tmp_path: Path) -> None:
     assert good.ok, str(good)
     assert good.points_fed > 0
     assert good.routes["summary"]["n"] == good.points_fed
+
+
+def test_an_app_failing_at_start_stops_alone_and_cli_changes_are_picked_up(w: World) -> None:
+    """Enabled from another process (as `shopfloor app enable` does: a Catalogue of its own on
+    the same registry), a running platform starts the apps; one whose subscriptions raise is
+    stopped with its reason, the other gets its points; bad-quality points never reach it."""
+    acme = w.tenants["acme"]
+    h = w.headers("acme")
+    with TestClient(create_app(platform=w.platform)) as c:
+        cli = Catalogue(w.platform.registry, APPS)
+        cli.enable(acme, "bad-subs", {}, actor="cli:test")
+        cli.enable(acme, "counter", {}, actor="cli:test")
+        wait(lambda: w.platform.apps.instance(acme, "counter"), "the CLI's enable to be seen")
+        bad = wait(lambda: w.platform.apps.instance(acme, "bad-subs"), "the failing app")
+        assert "subscriptions raised KeyError" in str(bad.failed)
+        t0 = now_ns()
+        doc = {
+            "device": "press-01",
+            "ts_unit": "ns",
+            "points": [
+                {"signal": "temp", "ts": t0, "value": 1.0},
+                {"signal": "temp", "ts": t0 + 1, "value": 50.0, "quality": "bad"},
+                {"signal": "temp", "ts": t0 + 2, "value": 2.0, "quality": "uncertain"},
+            ],
+        }
+        assert c.post(f"{V1}/ingest", json=doc, headers=h).status_code == 200
+        got = wait(
+            lambda: (
+                c.get(f"{V1}/apps/counter/summary", headers=h).json()["n"] == 2
+                and c.get(f"{V1}/apps/counter/summary", headers=h).json()
+            ),
+            "the good and uncertain points",
+        )
+        assert got["total"] == 3.0  # the bad point's 50 never arrived
+        cli.disable(acme, "counter", actor="cli:test")
+        wait(lambda: w.platform.apps.instance(acme, "counter") is None, "the CLI's disable")

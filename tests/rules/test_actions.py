@@ -394,7 +394,7 @@ def test_an_email_is_an_egress_and_a_refusal_sends_nothing(
     assert "press-01/recipe" in refused.reason
     assert not run(action, ids=()).ok  # no signals named: nothing the policy could decide on
     assert inbox.mail == []
-    assert calls == ["mailto:o@x.example"]
+    assert calls == [f"mailto:o@x.example?via=smtp://127.0.0.1:{port}"]
     assert run(action, ids=(ids["temp"],)).ok  # general data goes out
     assert len(inbox.mail) == 1
     with pytest.raises(ValueError, match="needs an egress check"):

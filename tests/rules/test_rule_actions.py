@@ -104,6 +104,41 @@ def test_secrets_read_back_masked_and_a_masked_write_keeps_them(w: World) -> Non
     assert stored.config["secret"] == "x" * 20
 
 
+def test_a_masked_secret_never_follows_a_changed_destination(w: World) -> None:
+    h = w.headers("acme")
+    body = hook_rule("http://127.0.0.1:9/a")
+    body["actions"].append(
+        {"kind": "webhook", "config": {"url": "http://127.0.0.1:9/b", "secret": "b" * 20}}
+    )
+    r = w.client.post(f"{V1}/rules", json=body, headers=h)
+    assert r.status_code == 201, r.text
+    shown = r.json()
+    put = {k: shown[k] for k in ("device", "priority", "message")}
+    put["definition"] = {"kind": "threshold", "signal": "temp", "limit": 80}
+    # Pointed at another server with the mask: refused, the stored secret stays where it was.
+    moved = [dict(a) for a in shown["actions"]]
+    moved[0] = {**moved[0], "config": {**moved[0]["config"], "url": "http://evil.example/x"}}
+    r = w.client.put(f"{V1}/rules/hot", json={**put, "actions": moved}, headers=h)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "actions[0].config.secret"
+    # Reordered: each secret stays with its own URL.
+    r = w.client.put(
+        f"{V1}/rules/hot", json={**put, "actions": list(reversed(shown["actions"]))}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    stored = {
+        a.config["url"]: a.config["secret"]
+        for a in w.platform.rules.get(w.tenants["acme"], "hot").actions
+    }
+    assert stored == {"http://127.0.0.1:9/a": SECRET, "http://127.0.0.1:9/b": "b" * 20}
+    # A new rule cannot be created with a mask (an import of an export into a fresh folder).
+    fresh = hook_rule("http://127.0.0.1:9/c", name="other")
+    fresh["actions"][0]["config"]["secret"] = MASK
+    r = w.client.post(f"{V1}/rules", json=fresh, headers=h)
+    assert r.status_code == 422
+    assert "masked secret" in r.json()["error"]["message"]
+
+
 def test_a_command_action_needs_commands_send_and_a_device_in_reach(w: World) -> None:
     body = hook_rule("http://127.0.0.1:9/x")
     body["actions"] = [
@@ -198,6 +233,39 @@ def test_an_egress_refusal_is_a_failed_action_and_nothing_is_sent(
     (audited,) = _wait(lambda: _audit_actions(w), "the audit record")
     assert audited.outcome == "failed"
     assert "egress" in audited.details["reason"]
+
+
+def test_actions_follow_operator_actions_and_skip_old_data(
+    w: World,
+    receiver: Receiver,  # noqa: F811 - the fixture
+) -> None:
+    h = w.headers("acme")
+    assert w.client.post(f"{V1}/rules", json=hook_rule(receiver.url), headers=h).status_code == 201
+    # An alarm raised from an hour-old reading (a buffer replay): stored, but no action runs.
+    _ingest(w, h, 95.0, now_ns() - 3600 * 10**9)
+    _wait(
+        lambda: any(a.alarm.active for a in w.platform.alarms.list_alarms(w.tenants["acme"])),
+        "the alarm from old data",
+    )
+    _wait(lambda: w.platform.runtime.actions_skipped_old == 1, "the skipped action")
+    assert receiver.got == []
+    url = f"{V1}/alarms/hot/press-01"
+    with w.client.websocket_connect(f"{V1}/alarms/live", headers=h) as ws:
+        # Out of service, then back with the condition still active: annunciated again, the
+        # webhook runs and the live feed shows both changes.
+        r = w.client.post(f"{url}/out-of-service", json={"comment": "probe swap"}, headers=h)
+        assert r.status_code == 200, r.text
+        first = ws.receive_json()
+        assert (first["to_state"], first["cause"]) == ("out_of_service", "remove_from_service")
+        assert w.client.post(f"{url}/return-to-service", headers=h).status_code == 200
+        back = ws.receive_json()
+        assert (back["to_state"], back["annunciated"]) == ("unack_active", True)
+        _wait(lambda: receiver.got, "the webhook of the new annunciation")
+        assert json.loads(receiver.got[0].body)["event"]["cause"] == "return_to_service"
+        r = w.client.post(f"{url}/ack", json={"comment": "seen"}, headers=h)
+        assert r.status_code == 200
+        assert ws.receive_json()["to_state"] == "ack_active"
+    assert len(receiver.got) == 1  # an acknowledgement notifies no one
 
 
 # -- suppressed by design, out of service ---------------------------------------------------

@@ -36,7 +36,7 @@ ALARM_TOPIC_ROOT = ALARM_ROOT  # the devices of the tenant may subscribe there
 
 
 def action_deps(platform: Platform, tenant_id: int, rule: str) -> ActionDeps:
-    tenant = platform.registry.get_tenant(tenant_id)
+    tenant = platform.registry.get_tenant(tenant_id)  # a short read: called in a thread
     policy = EgressPolicy(platform.registry, platform.settings, platform.audit)
     actor = f"rule:{rule}"
 
@@ -67,9 +67,41 @@ def action_deps(platform: Platform, tenant_id: int, rule: str) -> ActionDeps:
         if svc is None or not svc.started.is_set():
             raise RuntimeError("the MQTT endpoint is not running (see mqtt_mode)")
         await asyncio.to_thread(platform.registry.get_device, tenant_id, device)  # NotFound
-        return await deliver_command(svc, tenant_id, tenant.name, device, payload)
+        details: dict[str, Any] = {"signal": payload.get("signal"), "value": payload.get("value")}
+        try:
+            answer = await deliver_command(svc, tenant_id, tenant.name, device, payload)
+        except Exception as exc:
+            details["error"] = f"{type(exc).__name__}: {exc}"
+            await _audit_command(platform, tenant_id, rule, device, "failed", details)
+            raise
+        details.update({k: answer.get(k) for k in ("id", "via", "ok", "read_back", "matches")})
+        outcome = "ok" if answer.get("ok") is True else "failed"
+        await _audit_command(platform, tenant_id, rule, device, outcome, details)
+        return answer
 
     return ActionDeps(egress_check=egress_check, publish=publish, command=command)
+
+
+async def _audit_command(
+    platform: Platform,
+    tenant_id: int,
+    rule: str,
+    device: str,
+    outcome: str,
+    details: dict[str, Any],
+) -> None:
+    """As an operator's command is audited (device.command), with the rule as the actor."""
+    await asyncio.to_thread(
+        platform.audit.record,
+        "device.command",
+        f"device:{device}",
+        outcome,
+        actor=f"rule:{rule}",
+        role="rule",
+        tenant_id=tenant_id,
+        source="rules",
+        details=details,
+    )
 
 
 def record_action(

@@ -30,7 +30,7 @@ from shopfloor.api.registry_routes import AUTH, E400, E404, E422, Responses, _er
 from shopfloor.api.scoping import scope_of
 from shopfloor.apps.host import Instance
 from shopfloor.apps.sdk import App, AppRoute
-from shopfloor.core.errors import BadInput, NotFound
+from shopfloor.core.errors import BadInput, NotFound, ShopfloorError
 from shopfloor.security.principal import Scope
 from shopfloor.security.roles import Permission
 
@@ -43,6 +43,12 @@ DataRead = Annotated[Scope, Depends(scope_of(Permission.DATA_READ))]
 Manage = Annotated[Scope, Depends(scope_of(Permission.APPS_MANAGE))]
 Plat = Annotated[Platform, Depends(get_platform)]
 E403: Responses = {403: _err("The caller lacks the permission tenant-wide")}
+E503: Responses = {503: _err("The app is busy with a long update")}
+ROUTE_WAIT_S = 20.0
+
+
+class AppBusy(ShopfloorError):
+    status_code = 503
 
 
 class AppIn(BaseModel):
@@ -152,7 +158,7 @@ def put_app(name: str, body: AppIn, scope: Manage, platform: Plat) -> AppDetail:
         platform.catalogue.enable(scope.tenant_id, name, body.config, actor=actor)
     else:
         if body.config is not None:
-            raise BadInput("a config is given with enabled: true", "config")
+            raise BadInput("a config is given only with enabled: true", "config")
         platform.catalogue.disable(scope.tenant_id, name, actor=actor)
     return _detail(platform, scope.tenant_id, name)
 
@@ -193,8 +199,13 @@ def _endpoint(name: str, route: AppRoute) -> Callable[..., Any]:
             raise BadInput(f"unknown query parameter(s): {', '.join(unknown)}", unknown[0])
 
         def call() -> Any:
-            with inst.lock:
+            # The app may be in a long tick (training a model): wait a while, then say so.
+            if not inst.lock.acquire(timeout=ROUTE_WAIT_S):
+                raise AppBusy(f"app {name!r} is busy (a long update); try again shortly")
+            try:
                 return route.handler(inst.app, params)
+            finally:
+                inst.lock.release()
 
         return await asyncio.to_thread(call)
 
@@ -214,7 +225,7 @@ def install_app_routes(app: FastAPI, apps: Mapping[str, type[App[Any]]]) -> None
                 methods=["GET"],
                 summary=f"{cls.manifest.title}: {route.summary}",
                 description=f"Query parameters: {params}." if params else None,
-                responses={**E400, **AUTH, **E403, **E404, **E422},
+                responses={**E400, **AUTH, **E403, **E404, **E422, **E503},
                 name=f"{name}:{route.path}",
             )
     app.include_router(sub)

@@ -159,7 +159,9 @@ class Platform:
     async def stop_background(self) -> None:
         for t in self._tasks:
             t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        for t in self._tasks:
+            # Every task is stopped, whatever one of them raised (logged by _log_crash).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
 

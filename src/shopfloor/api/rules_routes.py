@@ -626,6 +626,15 @@ class UnshelveIn(_In):
 ACTION: Responses = {**E400, **AUTH, **E404, **E409_ALARM, **E422}
 
 
+def _announced(platform: Platform, scope: Scope, info: AlarmInfo) -> AlarmOut:
+    """The answer of an operator's action; the change goes live (WebSocket, rule actions)."""
+    if info.event is not None:
+        platform.runtime.announce(
+            scope.tenant_id, info.rule, info.device, info.asset_id, info.event
+        )
+    return _alarm_out(info)
+
+
 def _check_rule(scope: Scope, platform: Platform, rule: str) -> None:
     platform.rules.get(scope.tenant_id, rule)  # NotFound first: the same for every tenant
 
@@ -640,7 +649,7 @@ def acknowledge(rule: str, device: str, body: AckIn, scope: Ack, platform: Plat)
     info = platform.alarms.acknowledge(
         scope.tenant_id, rule, device, scope.principal.name, body.comment
     )
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 @router.post(
@@ -661,7 +670,7 @@ def shelve(rule: str, device: str, body: ShelveIn, scope: Ack, platform: Plat) -
     info = platform.alarms.shelve(
         scope.tenant_id, rule, device, scope.principal.name, until, body.comment
     )
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 @router.post(
@@ -675,7 +684,7 @@ def unshelve(
     _check_rule(scope, platform, rule)
     comment = None if body is None else body.comment
     info = platform.alarms.unshelve(scope.tenant_id, rule, device, scope.principal.name, comment)
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 class ReasonIn(_In):
@@ -708,7 +717,7 @@ def suppress(rule: str, device: str, body: ReasonIn, scope: Write, platform: Pla
     info = platform.alarms.suppress(
         scope.tenant_id, rule, device, scope.principal.name, body.reason
     )
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 @router.post(
@@ -722,7 +731,7 @@ def unsuppress(
     _whole_alarm_scope(scope, platform, rule, device)
     reason = None if body is None else body.reason
     info = platform.alarms.unsuppress(scope.tenant_id, rule, device, scope.principal.name, reason)
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 @router.post(
@@ -738,7 +747,7 @@ def remove_from_service(
     info = platform.alarms.remove_from_service(
         scope.tenant_id, rule, device, scope.principal.name, body.comment
     )
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 @router.post(
@@ -754,7 +763,7 @@ def return_to_service(
     info = platform.alarms.return_to_service(
         scope.tenant_id, rule, device, scope.principal.name, comment
     )
-    return _alarm_out(info)
+    return _announced(platform, scope, info)
 
 
 # -- live alarm changes ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from shopfloor.apps.sdk import APPS_GROUP, App, AppConfig
 from shopfloor.core.errors import BadInput, NotFound
@@ -117,6 +117,15 @@ class Catalogue:
     def get(self, tenant_id: int, name: str) -> TenantAppInfo | None:
         self.app_class(name)
         return self.tenant_apps(tenant_id).get(name)
+
+    def fingerprint(self) -> tuple[int, str]:
+        """(rows, newest change) of every tenant's choices: cheap, and it changes with any
+        enable, disable or config change, from this process or another (the CLI)."""
+        with self.registry._read() as s:
+            n, newest = s.execute(
+                select(func.count(m.TenantApp.id), func.max(m.TenantApp.updated_at))
+            ).one()
+        return int(n), str(newest)
 
     def enabled(self) -> list[tuple[int, TenantAppInfo]]:
         """(tenant id, choice) of every enabled, installed app of every tenant."""

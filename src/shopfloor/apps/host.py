@@ -37,6 +37,7 @@ import pyarrow as pa
 from shopfloor.apps.catalogue import Catalogue, parse_app_config
 from shopfloor.apps.context import PlatformContext
 from shopfloor.apps.sdk import App, AppConfig, AppManifest, PointBatch
+from shopfloor.core.quality import BAD
 
 __all__ = ["AppHost", "Instance"]
 
@@ -70,6 +71,7 @@ class Instance:
     # Held while the app is called: by the host's worker and by the app's API routes, so an
     # app is never called from two threads at once.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    app_status: dict[str, Any] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -82,12 +84,17 @@ class Instance:
             "points_written": self.ctx.points_written,
         }
         if self.failed is None:
-            try:
-                with self.lock:
-                    out["app"] = self.app.status()
-            except Exception as exc:
-                out["app"] = {"error": f"{type(exc).__name__}: {exc}"}
+            # The app's own figures as of its last call: asking it now would wait for a long
+            # tick (a model being trained) to end.
+            out["app"] = self.app_status
         return out
+
+    def refresh_status(self) -> None:
+        """Take the app's figures (the caller holds the lock)."""
+        try:
+            self.app_status = self.app.status()
+        except Exception as exc:
+            self.app_status = {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -115,7 +122,7 @@ class AppHost:
         self._queue: asyncio.Queue[tuple[int, pa.Table]] = asyncio.Queue(queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.instances: dict[tuple[int, str], Instance] = {}
-        self._generation = -1
+        self._generation: object = None
         self.dropped = 0
 
     # -- input -----------------------------------------------------------------------------
@@ -158,7 +165,7 @@ class AppHost:
 
         An instance is restarted when its catalogue entry changed (a new config, or enabled
         again: that is how a failed app is given another try)."""
-        self._generation = self.catalogue.generation
+        self._generation = self.catalogue.fingerprint()
         wanted = {(t, info.app): info for t, info in self.catalogue.enabled()}
         for key, inst in list(self.instances.items()):
             info = wanted.get(key)
@@ -189,15 +196,24 @@ class AppHost:
                 inst.failed = _why(exc, "restore")
         self.instances[(tenant_id, name)] = inst
         if inst.failed is None:
-            self._subscribe(inst)
+            try:
+                with inst.lock:
+                    inst.refresh_status()
+                self._subscribe(inst)
+            except Exception as exc:  # the app's bug stops this app, never the host
+                self._fail(inst, exc, "subscriptions")
+                return
         log.info("tenant %d: app %r started", tenant_id, name)
 
     def _stop(self, inst: Instance) -> None:
         self.instances.pop((inst.tenant_id, inst.name), None)
         if inst.failed is None:
             self._save(inst)
-        with contextlib.suppress(Exception):
-            inst.app.close()
+        try:
+            with inst.lock:  # not while one of its routes runs
+                inst.app.close()
+        except Exception:
+            log.exception("tenant %d: app %r: close() failed", inst.tenant_id, inst.name)
 
     def _save(self, inst: Instance) -> None:
         try:
@@ -225,10 +241,13 @@ class AppHost:
         """Hand ``batch`` to every running instance of the tenant that subscribed to any of
         its signals (blocking: a thread)."""
         sid = batch.column("signal_id").to_numpy()
-        for inst in [i for i in self.instances.values() if i.tenant_id == tenant_id]:
+        # Bad-quality points (a failed poll) carry no reading: apps never see them, as the
+        # rules never do. Uncertain ones pass.
+        good = (batch.column("quality").to_numpy() & np.uint32(BAD)) == 0
+        for inst in [i for i in list(self.instances.values()) if i.tenant_id == tenant_id]:
             if inst.failed is not None or len(inst.subscribed) == 0:
                 continue
-            mask = np.isin(sid, inst.subscribed)
+            mask = np.isin(sid, inst.subscribed) & good
             if not mask.any():
                 continue
             rows = np.flatnonzero(mask)
@@ -240,6 +259,7 @@ class AppHost:
             try:
                 with inst.lock:
                     inst.app.on_points(part)
+                    inst.refresh_status()
             except Exception as exc:
                 self._fail(inst, exc, "on_points")
                 continue
@@ -257,6 +277,7 @@ class AppHost:
                 try:
                     with inst.lock:
                         inst.app.on_tick(time.time_ns())
+                        inst.refresh_status()
                 except Exception as exc:
                     self._fail(inst, exc, "on_tick")
                     continue
@@ -280,28 +301,38 @@ class AppHost:
         """The worker, for the life of the platform (cancel to stop; states are saved)."""
         self._queue = asyncio.Queue(self._size)
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.sync)
         last_save = time.monotonic()
         try:
+            await asyncio.to_thread(self.sync)
             while True:
                 try:
-                    first = await asyncio.wait_for(self._queue.get(), 1.0)
-                    todo = [first]
-                    while not self._queue.empty():
-                        todo.append(self._queue.get_nowait())
-                except TimeoutError:
-                    todo = []
-                if self.catalogue.generation != self._generation:
-                    await asyncio.to_thread(self.sync)
-                for tenant_id, batch in todo:
-                    await asyncio.to_thread(self.deliver, tenant_id, batch)
-                await asyncio.to_thread(self.tick)
+                    await self._round()
+                except Exception:  # never let one round's failure stop every tenant's apps
+                    log.exception("app host: a round failed; going on")
                 if time.monotonic() - last_save >= SAVE_EVERY_S:
                     last_save = time.monotonic()
                     await asyncio.to_thread(self.save_all)
         finally:
             self._loop = None
             await asyncio.shield(asyncio.to_thread(self.stop_all))
+
+    async def _round(self) -> None:
+        """One round: take what is queued (waiting up to a second), pick up catalogue
+        changes, deliver, tick."""
+        try:
+            first = await asyncio.wait_for(self._queue.get(), 1.0)
+            todo = [first]
+            while not self._queue.empty():
+                todo.append(self._queue.get_nowait())
+        except TimeoutError:
+            todo = []
+        # The catalogue lives in the registry: a change from this process or from the CLI
+        # (another process) shows in its fingerprint (rows and the newest change).
+        if await asyncio.to_thread(self.catalogue.fingerprint) != self._generation:
+            await asyncio.to_thread(self.sync)
+        for tenant_id, batch in todo:
+            await asyncio.to_thread(self.deliver, tenant_id, batch)
+        await asyncio.to_thread(self.tick)
 
 
 def _version(config: dict[str, Any], updated_at: object) -> str:

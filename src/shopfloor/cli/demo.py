@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,7 @@ from rich.console import Console
 
 from shopfloor.api.platform import Platform
 from shopfloor.core.errors import NotFound
+from shopfloor.core.kinds import Role
 from shopfloor.core.timeutil import parse_duration
 from shopfloor.core.types import make_batch
 from shopfloor.edge.connectors.simulator import FactorySimulator, Frame
@@ -31,7 +34,7 @@ from shopfloor.registry.service import Registry, SignalSpec, TenantInfo
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
-TENANT = "demo"
+TENANT: Final = "demo"
 BACKFILL_BATCH_STEPS = 600  # steps per write while simulating history (10 min at 1 s)
 HISTORY_PERIOD_S = 60.0  # the week of history: one reading a minute
 APPS_START_S = 15.0  # how long to wait for the enabled apps to start before the history
@@ -59,17 +62,45 @@ def enable_apps(platform: Platform, tenant_id: int) -> list[str]:
 def ensure_tenant(platform: Platform) -> tuple[TenantInfo, str]:
     """The demo tenant and its API key, kept in the data folder so restarts reuse it."""
     key_file: Path = platform.settings.data_dir / "demo-api.key"
+    key_file.touch(mode=0o600)  # the tenant's key: readable by its owner only
     try:
         tenant = platform.registry.get_tenant(TENANT)
     except NotFound:
         tenant, key = platform.registry.create_tenant(TENANT)
         key_file.write_text(key + "\n")
         return tenant, key
-    if key_file.exists():
+    if key_file.read_text().strip():
         return tenant, key_file.read_text().strip()
     key = platform.registry.rotate_api_key(tenant.id)
     key_file.write_text(key + "\n")
     return tenant, key
+
+
+DEMO_USERS: Final = (("engineer", Role.ENGINEER), ("operator", Role.OPERATOR))
+
+
+def ensure_users(platform: Platform, tenant_id: int) -> dict[str, str]:
+    """Console logins of the demo tenant (roles without a second factor), made once; their
+    passwords are kept in the data folder (owner-only) and printed at every start."""
+    path: Path = platform.settings.data_dir / "demo-users.txt"
+    known: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, _, password = line.partition(" ")
+            if name and password:
+                known[name] = password
+    existing = {u.username for u in platform.auth.list_users(tenant_id)}
+    for name, role in DEMO_USERS:
+        if name in existing and name in known:
+            continue
+        if name in existing:  # a password nobody knows any more: leave the user alone
+            continue
+        password = "Demo-" + secrets.token_urlsafe(12)
+        platform.auth.create_user(tenant_id, name, password, [(role, None)])
+        known[name] = password
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{n} {p}\n" for n, p in known.items()))
+    return known
 
 
 def register_factory(registry: Registry, tenant_id: int, sim: FactorySimulator) -> bool:
@@ -115,6 +146,11 @@ class DemoFactory:
         now = time.time_ns() // 10**9 * 10**9
         probe = FactorySimulator(seed=self.seed, start_ns=now)
         fresh = await asyncio.to_thread(register_factory, platform.registry, tenant.id, probe)
+        users = await asyncio.to_thread(ensure_users, platform, tenant.id)
+        url = f"http://{platform.settings.http_host}:{platform.settings.http_port}"
+        if platform.settings.ui:
+            logins = ", ".join(f"{n} / {p}" for n, p in users.items())
+            console.print(f"Console: {url}/ui/  tenant 'demo', users {logins}")
         if self.apps:
             names = await asyncio.to_thread(enable_apps, platform, tenant.id)
             await self._apps_started(platform, tenant.id, names)

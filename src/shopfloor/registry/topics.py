@@ -70,7 +70,12 @@ def topic_allowed(
     if levels[0] == ALARM_ROOT:
         # The tenant's alarm feed (the MQTT alarm action publishes there): its devices (an
         # andon board, a stack light) may read it; only the platform publishes.
-        return action == "subscribe" and len(levels) >= 3 and levels[1] == identity.tenant
+        return (
+            action == "subscribe"
+            and len(levels) >= 3
+            and _literal(levels[1])  # a tenant named "+" must not match every tenant's feed
+            and levels[1] == identity.tenant
+        )
     return False
 
 

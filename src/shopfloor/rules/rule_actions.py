@@ -13,7 +13,11 @@ events (rules/runtime.py):
 Secret fields of a config (pydantic ``SecretStr``, e.g. a webhook's ``secret`` or an SMTP
 ``password``) are never shown back: :func:`masked` replaces them with :data:`MASK`, and a
 saved config that sends :data:`MASK` again keeps the stored secret (:func:`keep_secrets`), so a
-client can read a rule, change its threshold and write it back.
+client can read a rule, change its threshold and write it back. A secret is kept only for an
+action of the same kind whose destination (:data:`DESTINATION_KEYS`: a webhook's URL, an SMTP
+relay's host, port, user and TLS) is unchanged: otherwise a user allowed to edit rules could
+point the action at their own server and have the stored secret sent there. A MASK with no
+such stored action is refused (give the secret again).
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ __all__ = [
 ]
 
 MASK: Final = "********"
+# The config keys that say where an action's secret goes, per kind (see keep_secrets).
+DESTINATION_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "webhook": ("url",),
+    "email": ("host", "port", "username", "starttls"),
+}
 MAX_ACTIONS: Final = 10
 TRIGGERS: Final = ("activated", "cleared")
 
@@ -88,6 +97,14 @@ def parse_actions(raw: object, field: str = "actions") -> tuple[RuleAction, ...]
         except BadInput as exc:
             raise BadInput(exc.message, f"{where}.kind") from None
         config = entry.get("config", {})
+        if isinstance(config, Mapping):
+            for key in sorted(_secret_fields(kind) & set(config)):
+                if config[key] == MASK:
+                    raise BadInput(
+                        "a masked secret is kept only for an unchanged destination of the same "
+                        "action; give the secret itself",
+                        f"{where}.config.{key}",
+                    )
         try:
             parse_config(cls.config_model, config)
         except BadInput as exc:
@@ -113,23 +130,38 @@ def masked(action: RuleAction) -> dict[str, Any]:
     return {"kind": action.kind, "config": config, "on": list(action.on)}
 
 
+def _destination(kind: str, config: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(config.get(k) for k in DESTINATION_KEYS.get(kind, ()))
+
+
 def keep_secrets(new: object, old: Sequence[RuleAction]) -> object:
-    """``new`` (the raw list being saved) with each MASK replaced by the stored secret of the
-    entry at the same position, when that entry is of the same kind."""
+    """``new`` (the raw list being saved) with each MASK replaced by the stored secret of a
+    stored action of the same kind and the same destination (the first such, each stored
+    action used once). A MASK with no such action stays, and :func:`parse_actions` refuses
+    it."""
     if not isinstance(new, list):
         return new
+    unused = list(old)
     out: list[object] = []
-    for i, entry in enumerate(new):
-        if (
-            isinstance(entry, Mapping)
-            and isinstance(entry.get("config"), Mapping)
-            and i < len(old)
-            and old[i].kind == entry.get("kind")
-        ):
+    for entry in new:
+        if isinstance(entry, Mapping) and isinstance(entry.get("config"), Mapping):
             config = dict(entry["config"])
-            for k, v in config.items():
-                if v == MASK and k in old[i].config:
-                    config[k] = old[i].config[k]
+            kind = entry.get("kind")
+            if MASK in config.values() and isinstance(kind, str):
+                match = next(
+                    (
+                        a
+                        for a in unused
+                        if a.kind == kind
+                        and _destination(kind, a.config) == _destination(kind, config)
+                    ),
+                    None,
+                )
+                if match is not None:
+                    unused.remove(match)
+                    for k, v in config.items():
+                        if v == MASK and k in match.config:
+                            config[k] = match.config[k]
             entry = {**entry, "config": config}
         out.append(entry)
     return out

@@ -53,6 +53,10 @@ QUEUE_BATCHES: Final = 1024  # batches waiting for the worker; more are dropped 
 SUBSCRIBER_QUEUE: Final = 1000  # alarm changes waiting for one slow WebSocket client
 TICK_S: Final = 1.0
 ACTION_CONCURRENCY: Final = 16  # actions running at once (webhooks wait on the network)
+ACTION_BACKLOG: Final = 1000  # actions waiting to run; beyond, in an alarm flood, dropped
+# An alarm raised from old data (an edge buffer replaying an outage, a backfill) is stored and
+# shown, but runs no actions: a command or a page about a condition of hours ago misleads.
+ACTION_MAX_AGE_NS: Final = 10 * 60 * 1_000_000_000
 
 # (tenant_id, rule) -> what the rule's actions may use
 DepsFactory = Callable[[int, str], ActionDeps]
@@ -130,6 +134,8 @@ class RulesRuntime:
         self.on_action = on_action
         self.actions_ok = 0
         self.actions_failed = 0
+        self.actions_skipped_old = 0
+        self.actions_dropped = 0
         self._action_tasks: set[asyncio.Task[None]] = set()
         self._action_slots: asyncio.Semaphore | None = None
         self._size = queue_size
@@ -288,16 +294,55 @@ class RulesRuntime:
     # -- actions -------------------------------------------------------------------------------
 
     def _start_actions(self, tenant_id: int, t: _Tenant, changes: Sequence[LiveAlarm]) -> None:
+        now = now_ns()
         for change in changes:
             fired = set(triggers_of(change.event))
-            if not fired:
+            actions = [a for a in t.actions.get(change.rule, ()) if fired & set(a.on)]
+            if not actions:
                 continue
-            for action in t.actions.get(change.rule, ()):
-                if fired & set(action.on):
-                    sids = t.signal_ids.get((change.rule, change.device), [])
-                    task = asyncio.create_task(self._run_action(tenant_id, change, action, sids))
-                    self._action_tasks.add(task)
-                    task.add_done_callback(self._action_tasks.discard)
+            if now - change.event.ts > ACTION_MAX_AGE_NS:
+                self.actions_skipped_old += len(actions)
+                continue
+            for action in actions:
+                if len(self._action_tasks) >= ACTION_BACKLOG:
+                    self.actions_dropped += 1
+                    if self.actions_dropped == 1:
+                        log.warning(
+                            "%d alarm actions are waiting: further ones are dropped and counted",
+                            ACTION_BACKLOG,
+                        )
+                    continue
+                sids = t.signal_ids.get((change.rule, change.device), [])
+                task = asyncio.create_task(self._run_action(tenant_id, change, action, sids))
+                self._action_tasks.add(task)
+                task.add_done_callback(self._action_tasks.discard)
+
+    def announce(
+        self, tenant_id: int, rule: str, device: str, asset_id: int | None, event: AlarmEvent
+    ) -> None:
+        """An alarm change made outside the worker (an operator's or engineer's action over
+        the API or the CLI): published live, and the rule's actions run when it triggers them
+        (an alarm returned to service with its condition active is annunciated again).
+        Thread-safe; a no-op before :meth:`run` started."""
+        loop = self._loop
+        if loop is None:
+            return
+        change = LiveAlarm(rule, device, asset_id, event)
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._announce_soon, tenant_id, change)
+
+    def _announce_soon(self, tenant_id: int, change: LiveAlarm) -> None:
+        task = asyncio.ensure_future(self._announce(tenant_id, change))
+        self._action_tasks.add(task)
+        task.add_done_callback(self._action_tasks.discard)
+
+    async def _announce(self, tenant_id: int, change: LiveAlarm) -> None:
+        self._publish(tenant_id, [change])
+        if not triggers_of(change.event):
+            return
+        t = await asyncio.to_thread(self._engine, tenant_id)
+        if t is not None:
+            self._start_actions(tenant_id, t, [change])
 
     async def _run_action(
         self, tenant_id: int, change: LiveAlarm, action: RuleAction, signal_ids: list[int]
@@ -308,7 +353,7 @@ class RulesRuntime:
             try:
                 if self.action_deps is None:
                     raise RuntimeError("actions are not wired on this runtime")
-                deps = self.action_deps(tenant_id, change.rule)
+                deps = await asyncio.to_thread(self.action_deps, tenant_id, change.rule)
                 runner = build_action(action.kind, action.config, deps)
                 result = await runner.run(change.event, signal_ids=signal_ids)
             except Exception as exc:  # a plugin's bug or a missing dependency: reported

@@ -369,12 +369,14 @@ class RuleStore:
 
 @dataclass(frozen=True, slots=True)
 class AlarmInfo:
-    """The alarm of ``rule`` on ``device``; ``asset_id`` (the device's place) for scoping."""
+    """The alarm of ``rule`` on ``device``; ``asset_id`` (the device's place) for scoping;
+    ``event``: the history event an operator's action just made (None when read)."""
 
     rule: str
     device: str
     asset_id: int | None
     alarm: Alarm
+    event: AlarmEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -766,7 +768,7 @@ class AlarmStore:
             ts = max(now, alarm.last_change_ts or 0)
             step: Step = action(alarm, ts)
             self._keep(s, tenant_id, rule, device, row, step)
-            return AlarmInfo(rule, device, dev.asset_id, step.alarm)
+            return AlarmInfo(rule, device, dev.asset_id, step.alarm, step.event)
 
     @staticmethod
     def _keep(

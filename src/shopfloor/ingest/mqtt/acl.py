@@ -28,5 +28,6 @@ def device_acls(identity: Any) -> tuple[list[str], list[str]]:
         publish += [f"{sp}/{kind}/{node}/+" for kind in ("DBIRTH", "DDEATH", "DDATA")]
         subscribe += [f"{sp}/NCMD/{node}", f"{sp}/NCMD/{node}/#", f"{sp}/DCMD/{node}/+"]
         subscribe += ["spBv1.0/STATE/#"]
-    subscribe.append(f"alarms/{identity.tenant}/#")  # the tenant's alarm feed, read only
+    if not any(c in identity.tenant for c in "+#/"):  # never a wildcard over other tenants
+        subscribe.append(f"alarms/{identity.tenant}/#")  # the tenant's alarm feed, read only
     return publish, subscribe

@@ -132,7 +132,10 @@ class EmailAction(Action):
             return ActionResult(
                 False, self.kind, "no signals given: the egress policy cannot decide", 0
             )
-        refused = await call_check(self.check, "mailto:" + ",".join(cfg.to), signal_ids)
+        # The relay is part of the destination: an approval for these recipients through this
+        # relay does not cover another relay a rule editor might name.
+        destination = f"mailto:{','.join(cfg.to)}?via=smtp://{cfg.host}:{cfg.port}"
+        refused = await call_check(self.check, destination, signal_ids)
         if refused is not None:
             return ActionResult(False, self.kind, refused, 0)
         subject, body = render(event_row(event), cfg.subject_prefix)

@@ -23,6 +23,10 @@ def run_server(settings: Settings, on_start: Sequence[StartHook] = ()) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tls = tls_options(settings)  # before the app: a bad certificate stops the start
     application = create_app(settings, on_start=on_start)
+    if settings.ui:
+        from shopfloor.ui.mount import install  # NiceGUI is global: one console per process
+
+        install(application, settings.data_dir)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -76,6 +76,39 @@ def ensure_tenant(platform: Platform) -> tuple[TenantInfo, str]:
     return tenant, key
 
 
+# Rules of the demo tenant, on every machine kind: the alarms an operator sees first.
+DEMO_RULES: Final = (
+    ("machine-down", {"kind": "expression", "expression": "state == 4"}, 2, "machine down"),
+    (
+        "high-vibration",
+        {"kind": "threshold", "signal": "vib_x_rms", "limit": 4.5, "deadband": 0.3},
+        2,
+        "vibration above 4.5 mm/s (ISO 10816 zone C)",
+    ),
+    (
+        "motor-hot",
+        {"kind": "threshold", "signal": "motor_temp", "limit": 70.0, "deadband": 2.0},
+        3,
+        "motor temperature above 70 °C",
+    ),
+)
+
+
+def ensure_rules(platform: Platform, tenant_id: int, device_types: list[str]) -> None:
+    """The demo rules on each device type, made once (a user's changes are kept)."""
+    existing = {r.name for r in platform.rules.list_rules(tenant_id)}
+    for dtype in device_types:
+        for name, definition, priority, message in DEMO_RULES:
+            full = f"{name}-{dtype.removeprefix('simulated-')}"
+            if full in existing:
+                continue
+            raw = dict(definition)
+            kind = str(raw.pop("kind"))
+            platform.rules.create(
+                tenant_id, full, kind, raw, device_type=dtype, priority=priority, message=message
+            )
+
+
 DEMO_USERS: Final = (("engineer", Role.ENGINEER), ("operator", Role.OPERATOR))
 
 
@@ -147,6 +180,7 @@ class DemoFactory:
         probe = FactorySimulator(seed=self.seed, start_ns=now)
         fresh = await asyncio.to_thread(register_factory, platform.registry, tenant.id, probe)
         users = await asyncio.to_thread(ensure_users, platform, tenant.id)
+        await asyncio.to_thread(ensure_rules, platform, tenant.id, list(probe.device_types()))
         url = f"http://{platform.settings.http_host}:{platform.settings.http_port}"
         if platform.settings.ui:
             logins = ", ".join(f"{n} / {p}" for n, p in users.items())

@@ -2,8 +2,10 @@
 
 ``t("alarms.ack")`` looks the key up in the current user's language (stored with the user's
 browser session), falling back to English; ``t("tree.signals", n=3)`` formats. The catalogues
-are ``messages/<lang>.json``; a test fails when a key used in the code is missing from any
-language, or when the languages differ in their keys.
+are ``messages/<lang>/*.json``, one file per part of the console (the pages of one feature
+keep their strings together), merged; a key defined twice is an error. A test fails when a
+key used in the code is missing from any language, or when the languages differ in their
+keys.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ _DIR: Final = Path(__file__).with_name("messages")
 
 @cache
 def catalogue(lang: str) -> dict[str, str]:
-    return dict(json.loads((_DIR / f"{lang}.json").read_text(encoding="utf-8")))
+    merged: dict[str, str] = {}
+    for path in sorted((_DIR / lang).glob("*.json")):
+        part = json.loads(path.read_text(encoding="utf-8"))
+        twice = sorted(set(part) & set(merged))
+        if twice:
+            raise ValueError(f"{path}: keys defined in another file too: {twice}")
+        merged.update(part)
+    return merged
 
 
 def current_language() -> str:

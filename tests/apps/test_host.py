@@ -72,6 +72,28 @@ class Counter(App[CounterConfig]):
         return (AppRoute("summary", "the counts", Counter.summary, {"x": "unused"}),)
 
 
+class Watchdog(App[AppConfig]):
+    """Writes a derived signal and keeps a rule on it: the way every built-in app alarms."""
+
+    manifest = AppManifest(
+        name="watchdog", title="Watchdog", version="0.1.0", summary="alarms", tick_s=0.1
+    )
+
+    def subscriptions(self) -> Sequence[int]:
+        return self.ctx.signal_ids(None, "temp")
+
+    def on_points(self, batch: PointBatch) -> None:
+        for s in batch.by_signal().values():
+            self.ctx.write("press-01", "too_hot", Series(s.ts, (s.values > 80).astype(float)))
+        self.ctx.ensure_rule(
+            "too-hot",
+            device="press-01",
+            definition={"kind": "threshold", "signal": "too_hot", "limit": 0.5},
+            priority=2,
+            message="the watchdog says: too hot",
+        )
+
+
 class Broken(App[AppConfig]):
     manifest = AppManifest(name="broken", title="Broken", version="0.1.0", summary="raises")
 
@@ -89,7 +111,12 @@ class BadSubscriptions(App[AppConfig]):
         raise KeyError("no such signal")
 
 
-APPS = {"counter": Counter, "broken": Broken, "bad-subs": BadSubscriptions}
+APPS = {
+    "counter": Counter,
+    "broken": Broken,
+    "bad-subs": BadSubscriptions,
+    "watchdog": Watchdog,
+}
 
 
 class World:
@@ -156,11 +183,7 @@ def test_enable_feed_write_back_and_read_over_the_api(w: World) -> None:
     h, other = w.headers("acme"), w.headers("other")
     with TestClient(create_app(platform=w.platform)) as c:
         listed = c.get(f"{V1}/apps", headers=h).json()["apps"]
-        assert {a["name"]: a["enabled"] for a in listed} == {
-            "counter": False,
-            "broken": False,
-            "bad-subs": False,
-        }
+        assert {a["name"]: a["enabled"] for a in listed} == dict.fromkeys(APPS, False)
         r = c.put(
             f"{V1}/apps/counter", json={"enabled": True, "config": {"factor": "3"}}, headers=h
         )
@@ -352,3 +375,29 @@ def test_an_app_failing_at_start_stops_alone_and_cli_changes_are_picked_up(w: Wo
         assert got["total"] == 3.0  # the bad point's 50 never arrived
         cli.disable(acme, "counter", actor="cli:test")
         wait(lambda: w.platform.apps.instance(acme, "counter") is None, "the CLI's disable")
+
+
+def test_an_app_raises_an_alarm_through_the_alarm_system(w: World) -> None:
+    """Derived signal -> the app's kept rule -> an ISA-18.2 alarm, acknowledged like any."""
+    acme = w.tenants["acme"]
+    h = w.headers("acme")
+    w.platform.runtime.refresh_s = 0.0  # the rules see the app's new rule at once
+    with TestClient(create_app(platform=w.platform)) as c:
+        assert c.put(f"{V1}/apps/watchdog", json={"enabled": True}, headers=h).status_code == 200
+        wait(lambda: w.platform.apps.instance(acme, "watchdog"), "the app to start")
+        ingest(c, h, [20.0])  # the first batch makes the rule
+        wait(lambda: c.get(f"{V1}/rules/watchdog:too-hot", headers=h).status_code == 200, "rule")
+        ingest(c, h, [95.0])
+        alarms = wait(
+            lambda: [
+                a
+                for a in c.get(f"{V1}/alarms", headers=h).json()["alarms"]
+                if a["rule"] == "watchdog:too-hot" and a["state"] == "unack_active"
+            ],
+            "the alarm",
+        )
+        assert alarms[0]["message"] == "the watchdog says: too hot"
+        assert alarms[0]["priority"] == 2
+        r = c.post(f"{V1}/alarms/watchdog:too-hot/press-01/ack", json={"comment": "ok"}, headers=h)
+        assert r.status_code == 200
+        assert r.json()["state"] == "ack_active"

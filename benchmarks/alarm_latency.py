@@ -176,9 +176,14 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
             with connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
                 trigger = _Conn(broker.port, "bench-trigger")
                 topic = TOPIC.format(tenant=TENANT, device=DEVICE).encode()
-                # Warm up: the first alarm builds the tenant's engine.
+                # Warm up: the first point builds the tenant's engine, the first alarm makes
+                # its stored state; neither is the steady state being measured.
                 trigger.publish(topic, [orjson.dumps({"temp": 10.0})])
                 time.sleep(0.5)
+                trigger.publish(topic, [orjson.dumps({"temp": 95.0})])
+                _wait_for(ws, "unack_active", a.timeout)
+                trigger.publish(topic, [orjson.dumps({"temp": 10.0})])
+                _wait_for(ws, "unack_rtn", a.timeout)
                 bg = ctx.Process(
                     target=_background,
                     args=(broker.port, a.background_points_per_s, a.devices, stop, results),
@@ -224,6 +229,7 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "max_ms": round(float(ms.max()), 3),
+        "samples_over_target": int(np.count_nonzero(ms > TARGET_P99_MS)),
         "background_points_per_s": round(achieved / elapsed) if elapsed else 0,
         "samples": len(lat),
     }

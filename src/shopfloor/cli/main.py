@@ -272,13 +272,32 @@ def import_(
     wide: Annotated[bool, typer.Option(help="One column per signal beside a 'ts' column.")] = False,
     ts_unit: Annotated[str, typer.Option(help="Unit of numeric timestamps: s, ms, us, ns.")] = "ms",
     skip_rows: Annotated[int, typer.Option(help="Rows to skip (resume after an error).")] = 0,
+    format: Annotated[
+        str,
+        typer.Option(
+            help="'table' (CSV / Parquet points) or 'cmapss' (NASA C-MAPSS run-to-failure "
+            "text files: one device per unit, see docs/apps/predictive-maintenance.md)."
+        ),
+    ] = "table",
+    start: Annotated[
+        str, typer.Option(help="cmapss: when the first cycle is stored (RFC 3339, -30d).")
+    ] = "-30d",
+    cycle: Annotated[str, typer.Option(help="cmapss: the time one cycle takes, e.g. 1h.")] = "1h",
 ) -> None:
-    """Import historical points (backfill) from CSV or Parquet files, with progress."""
+    """Import historical points (backfill) from CSV or Parquet files, with progress.
+
+    Example: shopfloor import train_FD001.txt --format cmapss --tenant acme --cycle 1h
+    """
     from shopfloor.interop.transfer import import_file
 
+    if format not in ("table", "cmapss"):
+        _fail(ValueError(f"--format must be table or cmapss, not {format!r}"))
     platform = _platform(_settings(None, data_dir=data_dir))
     try:
         info = _tenant(platform, tenant)
+        if format == "cmapss":
+            _import_cmapss(platform, info.id, files, start, cycle)
+            return
         with _progress() as progress:
             for f in files:
                 report = import_file(
@@ -292,6 +311,23 @@ def import_(
         _fail(exc)
     finally:
         platform.close()
+
+
+def _import_cmapss(platform, tenant_id: int, files: list[Path], start: str, cycle: str) -> None:  # type: ignore[no-untyped-def]
+    from shopfloor.core.timeutil import now_ns, parse_duration, parse_instant
+    from shopfloor.interop.cmapss_import import import_cmapss
+
+    t0 = parse_instant(start, "start", now_ns())
+    step = parse_duration(cycle, "cycle")
+    with _progress() as progress:
+        for f in files:
+            report = import_cmapss(
+                platform, tenant_id, f, start_ns=t0, cycle_ns=step, progress=progress
+            )
+            console.print(
+                f"{f}: {report.units} units ({report.failed_units} run to failure), "
+                f"{report.points:,} points in {report.seconds:.1f} s"
+            )
 
 
 @app.command()

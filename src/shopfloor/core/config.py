@@ -115,9 +115,7 @@ class Settings(BaseModel):
         description="Region this deployment stores data in; egress to other regions is checked "
         "against residency labels.",
     )
-    ui: bool = Field(
-        True, description="Serve the web console under /ui (shopfloor up and demo)."
-    )
+    ui: bool = Field(True, description="Serve the web console under /ui (shopfloor up and demo).")
     https: bool = Field(
         False,
         description="Serve the API over HTTPS (with tls_cert_file/tls_key_file, or a "

@@ -7,25 +7,38 @@ from pathlib import Path
 
 import pytest
 
+from shopfloor.historian.backend import HistorianBackend
 from shopfloor.historian.duckdb_backend import DuckDBHistorian
+from tests.historian import postgres_service
+from tests.services import require
 
-Factory = Callable[[], DuckDBHistorian]
+Factory = Callable[[], HistorianBackend]
 
 
 def _duckdb(tmp: Path) -> Factory:
     return lambda: DuckDBHistorian(tmp / "hist", commit_interval_ms=2, background=False)
 
 
-BACKENDS: dict[str, Callable[[Path], Factory]] = {"duckdb": _duckdb}
+def _postgres(tmp: Path) -> Factory:
+    """One cluster for the session, a fresh schema per test."""
+    missing = postgres_service.missing()
+    require(missing or "PostgreSQL", missing is None)
+    from shopfloor.historian.postgres_backend import PostgresHistorian
+
+    url = postgres_service.shared_cluster().new_schema()
+    return lambda: PostgresHistorian(url, commit_interval_ms=2, background=False)
+
+
+BACKENDS: dict[str, Callable[[Path], Factory]] = {"duckdb": _duckdb, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
     """A factory that (re)opens the same store; every store it opened is closed at the end."""
-    opened: list[DuckDBHistorian] = []
+    opened: list[HistorianBackend] = []
     make = BACKENDS[request.param](tmp_path)
 
-    def factory() -> DuckDBHistorian:
+    def factory() -> HistorianBackend:
         h = make()
         opened.append(h)
         return h
@@ -36,5 +49,5 @@ def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fac
 
 
 @pytest.fixture
-def backend(open_backend: Factory) -> DuckDBHistorian:
+def backend(open_backend: Factory) -> HistorianBackend:
     return open_backend()

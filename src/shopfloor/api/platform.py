@@ -39,9 +39,19 @@ RETENTION_EVERY_S = 3600.0
 def open_historian(settings: Settings) -> HistorianBackend:
     url = settings.resolved_historian_url()
     scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        from shopfloor.historian.postgres_backend import PostgresHistorian  # psycopg: only here
+
+        return PostgresHistorian(
+            url,
+            commit_interval_ms=settings.commit_interval_ms,
+            hot_max_points=settings.hot_max_points,
+            compact_interval_s=settings.compact_interval_s,
+        )
     if not sep or scheme != "duckdb":
         raise BadInput(
-            f"unsupported historian URL {url!r}; use duckdb:///<folder>", "historian_url"
+            f"unsupported historian URL {url!r}; use duckdb:///<folder> or postgresql://...",
+            "historian_url",
         )
     return DuckDBHistorian(
         Path(

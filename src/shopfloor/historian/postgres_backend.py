@@ -1,0 +1,830 @@
+"""The scale-out historian: recent points as rows in PostgreSQL, older ones in compressed blocks.
+
+Tables (in the schema first on the connection's search_path):
+
+- ``hist_recent``: one row per acknowledged point not yet compacted (tenant, signal, ts, value,
+  text, quality, wseq), indexed on (tenant_id, signal_id, ts). ``wseq`` orders writes: each
+  group commit draws one number from the sequence ``hist_batch`` and its rows get
+  ``batch << 32 | row``, so of two rows with the same (signal, ts) the greater wseq won.
+- ``hist_blocks``: one row per tenant, signal and hour, the same encoding and rollup columns as
+  the DuckDB backend's blocks (historian.blocks / historian.codec), blobs as ``bytea``.
+
+Writes: a writer thread groups what callers queued within one commit interval into one
+transaction: ``nextval``, one binary ``COPY ... FROM STDIN`` built with numpy
+(historian.postgres_copy), ``COMMIT``. A caller is answered only after that COMMIT returned,
+and the writer's session has ``synchronous_commit`` on whatever the server's default: the
+points are in the server's fsynced WAL (and a synchronous standby's, where one is configured).
+
+Compaction (one at a time across every process on the database: a session advisory lock) runs
+in one REPEATABLE READ transaction: read every recent row of its snapshot (columnar, see
+historian.postgres_copy), merge them into the blocks of their hours (late points into stored hours too, newest write
+wins), replace those blocks, ``DELETE`` the recent rows of the snapshot (rows committed
+meanwhile are not in the snapshot and stay), COMMIT, then VACUUM the recent table.
+
+Reads run in REPEATABLE READ transactions, so blocks and recent rows come from one snapshot and
+a concurrent compaction can neither hide a point nor show a stale one. Recent rows override
+block points of the same (signal, ts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, ParamSpec, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+import pyarrow as pa
+
+from shopfloor.core.errors import StorageError
+from shopfloor.core.types import POINT_SCHEMA
+from shopfloor.historian.aggregate import Partials
+from shopfloor.historian.backend import RAW_SCHEMA, Aggregate, downsample_schema
+from shopfloor.historian.blocks import (
+    BLOCK_COLUMNS,
+    CHUNK_NS,
+    Points,
+    chunk_runs,
+    decode_block,
+    encode_block,
+)
+from shopfloor.historian.duckdb_backend import Waiter, _ids, _settle
+from shopfloor.historian.latest import LatestCache
+from shopfloor.historian.postgres_copy import (
+    READ_SELECT,
+    RECENT_COLUMNS,
+    decode_rows,
+    encode_points,
+)
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_STOP: Final = object()
+BACKPRESSURE_MAX_S: Final = 60.0
+_PG_TYPES: Final = {
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+    "DOUBLE": "float8",
+    "VARCHAR": "text",
+    "UINTEGER": "int8",
+    "BLOB": "bytea",
+}
+_BLOCK_NAMES: Final = [n for n, _ in BLOCK_COLUMNS]
+_BLOCK_TYPES: Final = [_PG_TYPES[t] for _, t in BLOCK_COLUMNS]
+_BLOCK_FETCH: Final = "signal_id, n, ts_blob, v_blob, vmask_blob, q_blob, text_blob"
+_KEYS: Final = "unnest(%s::int4[], %s::int4[], %s::int8[])"
+
+_SCHEMA_SQL: Final = [
+    "CREATE TABLE IF NOT EXISTS hist_recent ("
+    "tenant_id int4 NOT NULL, signal_id int4 NOT NULL, ts int8 NOT NULL, value float8, "
+    "text text, quality int4 NOT NULL, wseq int8 NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS hist_recent_key ON hist_recent (tenant_id, signal_id, ts)",
+    "CREATE SEQUENCE IF NOT EXISTS hist_batch",
+    "CREATE TABLE IF NOT EXISTS hist_blocks ("
+    + ", ".join(f"{n} {_PG_TYPES[t]}" for n, t in BLOCK_COLUMNS)
+    + ", PRIMARY KEY (tenant_id, signal_id, chunk))",
+    # The blobs are zstd already: TOAST should store them out of line, not try pglz on them.
+    *(
+        f"ALTER TABLE hist_blocks ALTER COLUMN {n} SET STORAGE EXTERNAL"
+        for n, t in BLOCK_COLUMNS
+        if t == "BLOB"
+    ),
+]
+
+
+class _ConnectionLost(StorageError):
+    """A read failed on a connection that went away (e.g. the server restarted)."""
+
+
+def _retry_read(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a read again, once, when its pooled connection turned out dead: after a server
+    restart every idle connection fails once before the pool drops it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except _ConnectionLost:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _Pool:
+    """Connections for readers on any thread: take an idle one, or open one up to ``size``."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self._url = url
+        self._size = size
+        self._idle: list[Conn] = []
+        self._all: list[Conn] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def open(self) -> Conn:
+        con: Conn = psycopg.connect(self._url, autocommit=True)
+        return con
+
+    @contextlib.contextmanager
+    def conn(self) -> Iterator[Conn]:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StorageError("historian is closed")
+                if self._idle:
+                    con = self._idle.pop()
+                    break
+                if len(self._all) < self._size:
+                    con = self.open()
+                    self._all.append(con)
+                    break
+                self._cond.wait()
+        try:
+            yield con
+        except BaseException:
+            if con.closed or con.broken:
+                with self._cond:
+                    self._forget(con)
+                raise
+            with contextlib.suppress(psycopg.Error):
+                con.rollback()
+            self._give_back(con)
+            raise
+        self._give_back(con)
+
+    def _give_back(self, con: Conn) -> None:
+        with self._cond:
+            if con.closed or con.broken or self._closed:
+                self._forget(con)
+            else:
+                self._idle.append(con)
+                self._cond.notify()
+
+    def _forget(self, con: Conn) -> None:
+        """Drop a dead connection (the caller holds the condition's lock)."""
+        if con in self._all:
+            self._all.remove(con)
+        con.close()
+        self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for con in self._all:
+                con.close()
+            self._all.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+
+
+def _newest_per_signal(table: str, columns: str, newest_first: str) -> str:
+    """Per (tenant, signal) of ``table`` its newest row: a skip scan on the index that leads
+    with (tenant_id, signal_id), one index probe per signal, so a start does not read every
+    block ever stored (DISTINCT ON would)."""
+    return f"""WITH RECURSIVE sig AS (
+        (SELECT tenant_id, signal_id FROM {table} ORDER BY tenant_id, signal_id LIMIT 1)
+        UNION ALL
+        SELECT n.tenant_id, n.signal_id FROM sig, LATERAL (
+            SELECT tenant_id, signal_id FROM {table} t
+            WHERE (t.tenant_id, t.signal_id) > (sig.tenant_id, sig.signal_id)
+            ORDER BY tenant_id, signal_id LIMIT 1) n
+    )
+    SELECT l.* FROM sig, LATERAL (
+        SELECT tenant_id, signal_id, {columns} FROM {table} t
+        WHERE t.tenant_id = sig.tenant_id AND t.signal_id = sig.signal_id
+        ORDER BY {newest_first} LIMIT 1) l"""
+
+
+def _recent_where(
+    tenant_id: int, ids: list[int], start: int, end: int, cut: tuple[int, int] | None = None
+) -> str:
+    """A WHERE clause on hist_recent with the values inlined (all ints, checked here)."""
+    id_list = ",".join(str(int(i)) for i in ids)
+    where = (
+        f"tenant_id = {int(tenant_id)} AND signal_id = ANY('{{{id_list}}}'::int4[]) "
+        f"AND ts >= {int(start)} AND ts < {int(end)}"
+    )
+    if cut is not None:
+        sid, chunk = int(cut[0]), int(cut[1])
+        where += f" AND (signal_id < {sid} OR (signal_id = {sid} AND ts < {chunk + CHUNK_NS}))"
+    return where
+
+
+class PostgresHistorian:
+    """HistorianBackend on PostgreSQL (see historian.backend for the contract)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        commit_interval_ms: float = 10.0,
+        hot_max_points: int = 2_000_000,
+        compact_interval_s: float = 300.0,
+        background: bool = True,
+        pool_size: int = 8,
+    ) -> None:
+        for prefix in ("postgresql+psycopg://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql://" + url[len(prefix) :]
+        if not url.startswith("postgresql://"):
+            raise StorageError(f"not a PostgreSQL URL: {url!r}")
+        self.url = url
+        self._commit_interval = commit_interval_ms / 1000.0
+        self._hot_max = hot_max_points
+        self._compact_interval = compact_interval_s
+        self._pool = _Pool(url, pool_size)
+        self._maint = threading.Lock()
+        self._commits = 0
+        self._points_written = 0
+        self._since_compact = 0  # rows this process wrote since its last compaction
+        self.latest_cache = LatestCache()
+        self._state_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._writer_con = self._open_writer()
+            self._maint_con = self._pool.open()
+            self._lock_key, self.timescaledb = self._setup()
+            self._load_latest()
+        except (psycopg.Error, StorageError) as exc:
+            for con in (getattr(self, "_writer_con", None), getattr(self, "_maint_con", None)):
+                if con is not None:
+                    con.close()
+            self._pool.close()
+            raise StorageError(f"cannot open the PostgreSQL historian: {exc}") from exc
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="historian-pg-writer", daemon=True
+        )
+        self._writer.start()
+        self._stop_maint = threading.Event()
+        self._wake_maint = threading.Event()
+        self._maint_thread: threading.Thread | None = None
+        if background:
+            self._maint_thread = threading.Thread(
+                target=self._maint_loop, name="historian-pg-compactor", daemon=True
+            )
+            self._maint_thread.start()
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _open_writer(self) -> Conn:
+        con = self._pool.open()
+        con.execute("SET synchronous_commit TO on")  # acknowledged = fsynced, always
+        return con
+
+    def _setup(self) -> tuple[int, bool]:
+        con = self._maint_con
+        row = con.execute(
+            "SELECT hashtext(current_schema() || '.shopfloor_historian'), "
+            "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+        ).fetchone()
+        assert row is not None
+        key, timescale = int(row[0]), bool(row[1])
+        with self._advisory(key), con.transaction():  # two processes starting at once
+            for stmt in _SCHEMA_SQL:
+                con.execute(stmt.encode())
+        if timescale:
+            log.info("TimescaleDB is installed; the historian uses its own blocks, not hypertables")
+        return key, timescale
+
+    @contextlib.contextmanager
+    def _advisory(self, key: int | None = None) -> Iterator[None]:
+        """Maintenance (compaction, retention, set-up) is one at a time per database schema."""
+        con = self._maint_con
+        k = self._lock_key if key is None else key
+        con.execute("SELECT pg_advisory_lock(%s)", [k])
+        try:
+            yield
+        finally:
+            if not con.broken:
+                con.execute("SELECT pg_advisory_unlock(%s)", [k])
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A read-only REPEATABLE READ transaction: every statement sees one snapshot."""
+        try:
+            with self._pool.conn() as con, con.transaction():
+                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield con.cursor(binary=True)
+        except psycopg.OperationalError as exc:
+            raise _ConnectionLost(f"historian query failed: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"historian query failed: {exc}") from exc
+
+    def _load_latest(self) -> None:
+        cols = ["tenant_id", "signal_id", "ts", "value", "text", "quality"]
+        with self._snapshot() as cur:
+            stored = cur.execute(
+                _newest_per_signal(
+                    "hist_blocks",
+                    "t_last, last_value, last_text, last_quality",
+                    "chunk DESC",
+                ).encode()
+            ).fetchall()
+            recent = cur.execute(
+                _newest_per_signal(
+                    "hist_recent",
+                    "ts, value, text, quality::int8 & 4294967295",
+                    "ts DESC, wseq DESC",
+                ).encode()
+            ).fetchall()
+        self.latest_cache.clear()
+        for rows in (stored, recent):  # recent second: on equal ts it is the newer write
+            if rows:
+                table = pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}).cast(
+                    POINT_SCHEMA
+                )
+                self.latest_cache.load(table)
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def _enqueue(self, batch: pa.Table, fut: Waiter) -> None:
+        if batch.schema != POINT_SCHEMA:
+            try:
+                batch = batch.cast(POINT_SCHEMA)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise StorageError(f"write failed, nothing of it was stored: {exc}") from None
+        with self._state_lock:
+            if self._closed:
+                raise StorageError("historian is closed")
+            self._queue.put((batch, fut))
+
+    def submit(self, batch: pa.Table) -> cf.Future[None]:
+        """Queue a batch for the next group commit; the future resolves after its COMMIT."""
+        fut: cf.Future[None] = cf.Future()
+        if batch.num_rows == 0:
+            fut.set_result(None)
+            return fut
+        try:
+            self._enqueue(batch, fut)
+        except StorageError as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def write(self, batch: pa.Table) -> None:
+        self.submit(batch).result()
+
+    async def write_async(self, batch: pa.Table) -> None:
+        if self._closed:
+            raise StorageError("historian is closed")
+        if batch.num_rows == 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(batch, fut)
+        await fut
+
+    def _write_loop(self) -> None:
+        last_commit = 0.0
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            wait = last_commit + self._commit_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            items = [item]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._queue.put(more)
+                    break
+                items.append(more)
+            try:
+                self._commit(items)
+            except Exception as exc:  # never let the writer die: fail this group, go on
+                log.exception("historian writer failed")
+                _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+            last_commit = time.monotonic()
+            if self._since_compact >= self._hot_max:
+                self._wake_maint.set()
+            waited = 0.0
+            while (
+                self._maint_thread is not None
+                and self._since_compact >= 4 * self._hot_max
+                and not self._stop_maint.is_set()
+                and waited < BACKPRESSURE_MAX_S
+            ):
+                self._wake_maint.set()
+                time.sleep(0.05)
+                waited += 0.05
+
+    def _commit(self, items: list[tuple[pa.Table, Waiter]]) -> None:
+        tables = [b for b, _ in items]
+        data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        try:
+            self._copy_in(data)
+        except Exception as exc:  # rolled back: nothing of this group is acknowledged
+            log.exception("historian write failed")
+            _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+            return
+        self.latest_cache.update(data)
+        self._points_written += data.num_rows
+        self._since_compact += data.num_rows
+        self._commits += 1
+        _settle(items, None)
+
+    def _copy_in(self, data: pa.Table) -> None:
+        if self._writer_con.broken or self._writer_con.closed:  # e.g. the server restarted
+            self._writer_con.close()
+            self._writer_con = self._open_writer()
+        con = self._writer_con
+        if data.num_rows >= 1 << 32:
+            raise StorageError("a group commit of 2**32 points or more")
+        with con.transaction():
+            row = con.execute("SELECT nextval('hist_batch')").fetchone()
+            assert row is not None
+            payload = encode_points(data, int(row[0]) << 32)
+            cols = ", ".join(RECENT_COLUMNS)
+            with con.cursor().copy(
+                f"COPY hist_recent ({cols}) FROM STDIN (FORMAT binary)".encode()
+            ) as cp:
+                cp.write(payload)
+        # Leaving the block committed; with synchronous_commit on the WAL is fsynced.
+
+    # ---- compaction --------------------------------------------------------------------------
+
+    def _maint_loop(self) -> None:
+        while not self._stop_maint.is_set():
+            self._wake_maint.wait(self._compact_interval)
+            self._wake_maint.clear()
+            if self._stop_maint.is_set():
+                return
+            try:
+                self.compact()
+            except Exception:
+                log.exception("compaction failed; will retry")
+
+    def compact(self) -> int:
+        """Fold every recent row into blocks; returns how many points were compacted."""
+        with self._maint:
+            if self._closed:
+                return 0
+            try:
+                done = self._maintain(self._compact_locked)
+            except psycopg.Error as exc:
+                raise StorageError(f"compaction failed: {exc}") from exc
+            return done
+
+    def _maintain(self, fn: Callable[[], R]) -> R:
+        """Run ``fn`` holding the advisory lock on the maintenance connection; once more on a
+        fresh connection if that one turned out dead (the server restarted since its last use;
+        the transaction was rolled back and the lock went with the session)."""
+        for attempt in (1, 2):
+            if self._maint_con.closed or self._maint_con.broken:
+                self._maint_con.close()
+                self._maint_con = self._pool.open()
+            try:
+                with self._advisory():
+                    return fn()
+            except psycopg.OperationalError:
+                if attempt == 2 or not self._maint_con.broken:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _compact_locked(self) -> int:
+        before = self._points_written
+        done = self._compact()
+        self._since_compact = max(0, self._points_written - before)
+        if done:
+            # Emptied recent pages and replaced blocks (with their TOAST) become reusable now, not
+            # at autovacuum's next visit; pages all-visible already are skipped.
+            self._maint_con.execute("VACUUM hist_recent, hist_blocks")
+        return done
+
+    def _compact(self) -> int:
+        con = self._maint_con
+        with con.transaction():
+            con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = con.cursor(binary=True)
+            points, tenants = self._read_recent(cur, "TRUE")
+            if not len(points):
+                return 0
+            rows = self._merge_into_blocks(cur, points, tenants)
+            # Exactly the rows of this snapshot: rows committed since are not visible to it.
+            cur.execute("DELETE FROM hist_recent")
+            self._copy_blocks(cur, rows)
+        return len(points)
+
+    @staticmethod
+    def _read_recent(cur: psycopg.Cursor[Any], where: str) -> tuple[Points, npt.NDArray[np.int32]]:
+        """Recent rows matching ``where``, deduplicated (newest write wins), sorted by tenant,
+        signal and time; with each point's tenant."""
+        row = cur.execute(
+            f"SELECT {READ_SELECT} FROM hist_recent WHERE {where}".encode()
+        ).fetchone()
+        assert row is not None
+        r = decode_rows(row)
+        order = np.lexsort((r.wseq, r.ts, r.sid, r.tenant))
+        tenant, sid, ts = r.tenant[order], r.sid[order], r.ts[order]
+        keep = order[
+            np.append((tenant[1:] != tenant[:-1]) | (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1]), True)
+        ] if len(order) else order  # fmt: skip
+        text = pa.nulls(len(keep), pa.string())
+        if r.has_text[keep].any():
+            found = cur.execute(
+                f"SELECT wseq, text FROM hist_recent WHERE {where} AND text IS NOT NULL".encode()
+            ).fetchall()
+            by_wseq = {int(w): t for w, t in found}
+            text = pa.array([by_wseq.get(int(w)) for w in r.wseq[keep]], pa.string())
+        points = Points(r.sid[keep], r.ts[keep], r.value[keep], r.quality[keep], text)
+        return points, r.tenant[keep]
+
+    def _merge_into_blocks(
+        self, cur: psycopg.Cursor[Any], points: Points, tenants: npt.NDArray[np.int32]
+    ) -> list[dict[str, Any]]:
+        """Block rows for every hour the points touch, merged with the blocks stored for those
+        hours (which are deleted here; the caller copies the new ones in)."""
+        runs: list[tuple[int, int, int, int, int]] = []
+        bounds = np.flatnonzero(np.diff(tenants)) + 1
+        for a, b in zip(
+            np.concatenate(([0], bounds)).tolist(),
+            np.concatenate((bounds, [len(tenants)])).tolist(),
+            strict=True,
+        ):
+            tenant = int(tenants[a])
+            for sid, chunk, x, y in chunk_runs(points.slice(a, b)):
+                runs.append((tenant, sid, chunk, a + x, a + y))
+        keys = [[r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]]
+        old = cur.execute(
+            f"DELETE FROM hist_blocks WHERE (tenant_id, signal_id, chunk) IN "
+            f"(SELECT * FROM {_KEYS}) RETURNING tenant_id, chunk, {_BLOCK_FETCH}",
+            keys,
+        ).fetchall()
+        stored = {(int(r[0]), int(r[2]), int(r[1])): decode_block(*r[2:]) for r in old}
+        rows = []
+        for tenant, sid, chunk, a, b in runs:
+            new = points.slice(a, b)
+            prev = stored.get((tenant, sid, chunk))
+            if prev is not None:  # late points into a stored hour: merge, newest wins
+                new = Points.concat([prev, new]).newest_wins()
+            rows.append(encode_block(tenant, sid, chunk, new))
+        return rows
+
+    @staticmethod
+    def _copy_blocks(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = ", ".join(_BLOCK_NAMES)
+        with cur.copy(f"COPY hist_blocks ({cols}) FROM STDIN (FORMAT binary)".encode()) as cp:
+            cp.set_types(_BLOCK_TYPES)
+            for r in rows:
+                cp.write_row([r[n] for n in _BLOCK_NAMES])
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _blocks_where(params: dict[str, Any]) -> str:
+        # chunk bounds as well as t_first / t_last: they let the primary key narrow the scan.
+        return (
+            "FROM hist_blocks WHERE tenant_id = %(tenant)s AND signal_id = ANY(%(ids)s) "
+            f"AND chunk > %(start)s - {CHUNK_NS} AND chunk < %(end)s "
+            "AND t_last >= %(start)s AND t_first < %(end)s"
+        )
+
+    @staticmethod
+    def _block_points(cur: psycopg.Cursor[Any], where: str, params: dict[str, Any]) -> list[Points]:
+        rows = cur.execute(f"SELECT {_BLOCK_FETCH} {where} ORDER BY signal_id, chunk", params)
+        return [decode_block(*r) for r in rows.fetchall()]
+
+    def _points(
+        self, tenant_id: int, ids: list[int], start: int, end: int, limit: int | None = None
+    ) -> Points:
+        params: dict[str, Any] = {"tenant": tenant_id, "ids": ids, "start": start, "end": end}
+        with self._snapshot() as cur:
+            where = self._blocks_where(params)
+            cut = self._limit_cut(cur, where, params, limit) if limit is not None else None
+            if cut is not None:
+                params.update(cut_sid=cut[0], cut_chunk=cut[1])
+                where += (
+                    " AND (signal_id < %(cut_sid)s OR "
+                    "(signal_id = %(cut_sid)s AND chunk <= %(cut_chunk)s))"
+                )
+            parts = self._block_points(cur, where, params)
+            recent, _ = self._read_recent(cur, _recent_where(tenant_id, ids, start, end, cut))
+            parts.append(recent)
+        merged = Points.concat(parts).newest_wins()
+        inside = (merged.ts >= start) & (merged.ts < end)
+        merged = merged if inside.all() else merged.take(np.flatnonzero(inside))
+        if cut is not None and limit is not None and len(merged) < limit:
+            return self._points(tenant_id, ids, start, end)  # the cut was too early
+        return merged
+
+    @staticmethod
+    def _limit_cut(
+        cur: psycopg.Cursor[Any], where: str, params: dict[str, Any], limit: int
+    ) -> tuple[int, int] | None:
+        """The (signal, chunk) of the block where stored points reach ``limit``."""
+        row = cur.execute(
+            "SELECT signal_id, chunk FROM (SELECT signal_id, chunk, "
+            "sum(CASE WHEN t_first >= %(start)s AND t_last < %(end)s THEN n ELSE 0 END) OVER "
+            "(ORDER BY signal_id, chunk ROWS UNBOUNDED PRECEDING) AS upto "
+            f"{where}) s WHERE upto >= %(limit)s ORDER BY signal_id, chunk LIMIT 1",
+            {**params, "limit": limit},
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    @_retry_read
+    def query_raw(
+        self,
+        tenant_id: int,
+        signal_ids: npt.NDArray[np.int32] | Sequence[int],
+        start: int,
+        end: int,
+        limit: int | None = None,
+    ) -> pa.Table:
+        ids = _ids(signal_ids)
+        if not ids or end <= start:
+            return RAW_SCHEMA.empty_table()
+        p = self._points(tenant_id, ids, start, end, limit)
+        if limit is not None and len(p) > limit:
+            p = p.take(np.arange(limit))
+        return p.to_table()
+
+    @_retry_read
+    def query_downsample(
+        self,
+        tenant_id: int,
+        signal_ids: npt.NDArray[np.int32] | Sequence[int],
+        start: int,
+        end: int,
+        interval: int,
+        aggs: Sequence[Aggregate],
+    ) -> pa.Table:
+        ids = _ids(signal_ids)
+        if not ids or end <= start:
+            return downsample_schema(aggs).empty_table()
+        if interval % CHUNK_NS == 0:
+            partials = self._partials_with_rollups(tenant_id, ids, start, end, interval)
+        else:
+            partials = Partials.from_points(self._points(tenant_id, ids, start, end), interval)
+        return partials.combine().to_table(aggs)
+
+    def _partials_with_rollups(
+        self, tenant_id: int, ids: list[int], start: int, end: int, interval: int
+    ) -> Partials:
+        """Whole hours with no recent rows come from the stored rollups; the rest from points."""
+        params: dict[str, Any] = {"tenant": tenant_id, "ids": ids, "start": start, "end": end}
+        base = self._blocks_where(params)
+        is_whole = (
+            f"chunk >= %(start)s AND chunk + {CHUNK_NS} <= %(end)s AND NOT EXISTS ("
+            "SELECT 1 FROM hist_recent r WHERE r.tenant_id = hist_blocks.tenant_id "
+            "AND r.signal_id = hist_blocks.signal_id AND r.ts >= hist_blocks.chunk "
+            f"AND r.ts < hist_blocks.chunk + {CHUNK_NS})"
+        )
+        with self._snapshot() as cur:
+            rollup = cur.execute(
+                "SELECT signal_id, agg_count, agg_sum, agg_min, agg_max, agg_first_ts, "
+                f"agg_first, agg_last_ts, agg_last, chunk {base} AND {is_whole} "
+                "AND agg_count > 0",
+                params,
+            ).fetchall()
+            block_parts = self._block_points(cur, f"{base} AND NOT ({is_whole})", params)
+            recent, _ = self._read_recent(cur, _recent_where(tenant_id, ids, start, end))
+        points = Points.concat([*block_parts, recent]).newest_wins()
+        inside = (points.ts >= start) & (points.ts < end)
+        raw = Partials.from_points(points.take(np.flatnonzero(inside)), interval)
+        if not rollup:
+            return raw
+        cols = list(zip(*rollup, strict=True))
+
+        def col(i: int, dt: type[np.generic]) -> npt.NDArray[Any]:
+            return np.asarray(cols[i], dtype=dt)
+
+        chunk = col(9, np.int64)
+        stored = Partials(
+            col(0, np.int32),
+            (chunk // interval) * interval,
+            col(1, np.int64),
+            col(2, np.float64),
+            col(3, np.float64),
+            col(4, np.float64),
+            col(5, np.int64),
+            col(6, np.float64),
+            col(7, np.int64),
+            col(8, np.float64),
+        )
+        return Partials.concat([stored, raw])
+
+    def latest(self, tenant_id: int, signal_ids: npt.NDArray[np.int32] | Sequence[int]) -> pa.Table:
+        return self.latest_cache.get(tenant_id, np.asarray(_ids(signal_ids), dtype=np.int32))
+
+    # ---- retention and housekeeping ----------------------------------------------------------
+
+    def apply_retention(self, tenant_id: int, before: int) -> int:
+        """Delete the tenant's points older than ``before``; hours cut in two are re-encoded."""
+        self.compact()  # recent rows go to blocks first, so one rule covers (nearly) everything
+        with self._maint:
+            if self._closed:
+                raise StorageError("historian is closed")
+            try:
+                removed = self._maintain(lambda: self._retention(tenant_id, before))
+            except psycopg.Error as exc:
+                raise StorageError(f"retention failed: {exc}") from exc
+            self._load_latest()
+            return removed
+
+    def _retention(self, tenant_id: int, before: int) -> int:
+        con = self._maint_con
+        with con.transaction():
+            cur = con.cursor(binary=True)
+            cut = cur.execute(
+                f"SELECT tenant_id, chunk, {_BLOCK_FETCH} FROM hist_blocks "
+                "WHERE tenant_id = %s AND t_first < %s AND t_last >= %s",
+                [tenant_id, before, before],
+            ).fetchall()
+            removed = 0
+            rows = []
+            for r in cut:
+                p = decode_block(*r[2:])
+                keep = np.flatnonzero(p.ts >= before)
+                removed += len(p) - len(keep)
+                rows.append(encode_block(int(r[0]), int(r[2]), int(r[1]), p.take(keep)))
+            gone = cur.execute(
+                "SELECT coalesce(sum(n), 0) FROM hist_blocks WHERE tenant_id = %s AND t_last < %s",
+                [tenant_id, before],
+            ).fetchone()
+            removed += int(gone[0]) if gone else 0
+            cur.execute(
+                "DELETE FROM hist_blocks WHERE tenant_id = %s AND t_first < %s", [tenant_id, before]
+            )
+            # Rows written since the compaction above (another process, or this one).
+            cur.execute(
+                "DELETE FROM hist_recent WHERE tenant_id = %s AND ts < %s", [tenant_id, before]
+            )
+            removed += max(cur.rowcount, 0)
+            self._copy_blocks(cur, rows)
+        return removed
+
+    @_retry_read
+    def tenant_points(self, tenant_id: int) -> int:
+        with self._snapshot() as cur:
+            row = cur.execute(
+                "SELECT (SELECT count(*) FROM hist_recent WHERE tenant_id = %(t)s) + "
+                "(SELECT coalesce(sum(n), 0) FROM hist_blocks WHERE tenant_id = %(t)s)",
+                {"t": tenant_id},
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @_retry_read
+    def disk_bytes(self) -> int:
+        """Tables, TOAST and indexes of both tables."""
+        with self._snapshot() as cur:
+            row = cur.execute(
+                "SELECT pg_total_relation_size('hist_recent') + "
+                "pg_total_relation_size('hist_blocks')"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @_retry_read
+    def stats(self) -> dict[str, int | float]:
+        with self._snapshot() as cur:
+            row = cur.execute(
+                "SELECT (SELECT count(*) FROM hist_blocks), "
+                "(SELECT coalesce(sum(n), 0) FROM hist_blocks), "
+                "(SELECT count(*) FROM hist_recent), "
+                "pg_total_relation_size('hist_blocks'), pg_total_relation_size('hist_recent')"
+            ).fetchone()
+        assert row is not None
+        return {
+            "blocks": int(row[0]),
+            "block_points": int(row[1]),
+            "recent_points": int(row[2]),
+            "commits": self._commits,
+            "points_written": self._points_written,
+            "blocks_bytes": int(row[3]),
+            "recent_bytes": int(row[4]),
+            "disk_bytes": int(row[3]) + int(row[4]),
+            "timescaledb": int(self.timescaledb),
+        }
+
+    def close(self) -> None:
+        """Stop the threads and close the connections. Recent rows stay in the database."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._stop_maint.set()
+        self._wake_maint.set()
+        if self._maint_thread:
+            self._maint_thread.join()
+        self._writer.join()
+        with self._maint:
+            self._writer_con.close()
+            self._maint_con.close()
+            self._pool.close()

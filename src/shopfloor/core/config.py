@@ -26,7 +26,9 @@ class Settings(BaseModel):
         None, description="SQLAlchemy URL of the registry; default SQLite in data_dir."
     )
     historian_url: str | None = Field(
-        None, description="Historian URL; default duckdb:///<data_dir>/historian (a folder)."
+        None,
+        description="Historian URL: duckdb:///<folder> (default <data_dir>/historian) or "
+        "postgresql://user@host/db (docs/historian-postgres.md).",
     )
     commit_interval_ms: float = Field(
         10.0, gt=0, le=1000, description="Writes arriving within this window share one commit."

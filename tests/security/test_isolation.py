@@ -646,6 +646,52 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", f"{V1}/alarms/{{rule}}/{{device}}/return-to-service"): alarm_probes(
         "/return-to-service", None
     ),
+    # -- dashboards: a widget naming B's signal or device is the 422 of an unknown one. B holds
+    # no dashboard in this world, so the per-id routes only show a made-up id's 404 without B;
+    # tests/api/test_dashboard_routes.py probes another tenant's real dashboards by id. --------
+    ("GET", f"{V1}/dashboards"): Listing(f"{V1}/dashboards"),
+    ("POST", f"{V1}/dashboards"): (
+        Probe(
+            lambda _a, _x: f"{V1}/dashboards",
+            body=lambda _a, x: {
+                "name": "alpha-board",
+                "widgets": [{"kind": "value_card", "signals": [x.signal]}],
+            },
+            denied=frozenset({422}),
+        ),
+        Probe(
+            lambda _a, _x: f"{V1}/dashboards",
+            body=lambda _a, x: {
+                "name": "alpha-board",
+                "widgets": [{"kind": "state_timeline", "device": x.device}],
+            },
+            denied=frozenset({422}),
+        ),
+    ),
+    ("POST", f"{V1}/dashboards/import"): Probe(
+        lambda _a, _x: f"{V1}/dashboards/import",
+        body=lambda _a, x: {
+            "format": "shopfloor.dashboard",
+            "version": 1,
+            "dashboard": {
+                "name": "alpha-board",
+                "widgets": [{"kind": "line_chart", "signals": [x.signal]}],
+            },
+        },
+        denied=frozenset({422}),
+    ),
+    ("GET", f"{V1}/dashboards/{{dashboard_id}}"): Listing(
+        f"{V1}/dashboards/987654", ok=frozenset({404})
+    ),
+    ("PUT", f"{V1}/dashboards/{{dashboard_id}}"): Listing(
+        f"{V1}/dashboards/987654", body=lambda _a, _b: {"name": "alpha-board"}, ok=frozenset({404})
+    ),
+    ("DELETE", f"{V1}/dashboards/{{dashboard_id}}"): Listing(
+        f"{V1}/dashboards/987654", ok=frozenset({404})
+    ),
+    ("GET", f"{V1}/dashboards/{{dashboard_id}}/export"): Listing(
+        f"{V1}/dashboards/987654/export", ok=frozenset({404})
+    ),
     # -- apps (tenant-wide; B enabled every installed app, A none unless it enables one) --------
     ("GET", f"{V1}/apps"): Listing(f"{V1}/apps"),
     ("GET", f"{V1}/apps/{{name}}"): Listing(f"{V1}/apps/{AN_APP}", ok=frozenset({200, 404})),

@@ -14,6 +14,7 @@ from shopfloor.api import (
     apps_routes,
     audit_routes,
     auth_routes,
+    dashboard_routes,
     data_routes,
     device_routes,
     errors,
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(export_routes.router)
     app.include_router(rules_routes.router)
     app.include_router(apps_routes.router)
+    app.include_router(dashboard_routes.router)
     # The installed apps' own routes (known before the platform opens: from the entry points).
     apps_routes.install_app_routes(
         app, platform.catalogue.apps if platform is not None else installed_apps()

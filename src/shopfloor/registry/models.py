@@ -627,3 +627,34 @@ class TenantApp(Base):
     config: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+# ---------------------------------------------------------------------------------------------
+# Console dashboards (migration 0006; the routes are api/dashboard_routes.py).
+# ---------------------------------------------------------------------------------------------
+
+DASHBOARD_SCOPES: Final = ("user", "tenant")
+
+
+class Dashboard(Base):
+    """A dashboard of the console: a grid of widgets (JSON), private to its owner (scope
+    "user") or read by every user of the tenant (scope "tenant")."""
+
+    __tablename__ = "dashboards"
+    __table_args__ = (
+        CheckConstraint(_in_text("scope", DASHBOARD_SCOPES), name="scope"),
+        Index("ix_dashboards_tenant_owner", "tenant_id", "owner"),
+        {"sqlite_autoincrement": True},  # a deleted dashboard's id is never given again
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    # Who owns a user dashboard: "user:<id>", or the kind of a credential without a user.
+    owner: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    widgets: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
@@ -18,8 +18,24 @@ __all__ = ["NAV", "frame", "require_login", "set_language"]
 NAV: Final = (
     ("/", "nav.tree", "account_tree"),
     ("/alarms", "nav.alarms", "notifications"),
+    ("/dashboards", "nav.dashboards", "dashboard"),
     ("/apps", "nav.apps", "apps"),
+    ("/rules", "nav.rules", "rule"),
+    ("/audit", "nav.audit", "fact_check"),
 )
+# A NAV entry shown only to users whose roles hold this permission (the API decides anyway).
+NAV_NEEDS: Final = {"/rules": "registry.read", "/audit": "audit.read"}
+
+
+def may_see(path: str, roles: Any) -> bool:
+    """Whether the NAV entry ``path`` is for a user with these role bindings."""
+    need = NAV_NEEDS.get(path)
+    if need is None:
+        return True
+    from shopfloor.security.roles import ROLE_PERMISSIONS
+
+    held = {str(b.get("role")) for b in roles or [] if isinstance(b, dict)}
+    return any(need in perms for role, perms in ROLE_PERMISSIONS.items() if role in held)
 
 
 def require_login() -> RedirectResponse | None:
@@ -41,6 +57,8 @@ def frame(title_key: str) -> Iterator[None]:
         ui.label("Shopfloor").classes("text-lg font-bold").props('role="banner"')
         with ui.row().classes("gap-1").props(f'role="navigation" aria-label="{t("nav.main")}"'):
             for path, key, icon in NAV:
+                if not may_see(path, me.get("roles")):
+                    continue
                 ui.link(t(key), path).classes("text-white px-2 py-1 rounded").props(
                     f'data-testid="nav-{key.split(".")[1]}"'
                 )

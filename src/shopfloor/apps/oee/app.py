@@ -22,6 +22,7 @@ the machine be read again from the shift start at the next tick.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ from shopfloor.apps.sdk import (
 )
 from shopfloor.core.errors import BadInput
 from shopfloor.core.timeutil import DAY_NS, parse_instant, to_iso
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CALENDAR",
@@ -806,24 +809,36 @@ class OeeApp(App[OeeConfig]):
         # again), not every tick: one historian write per machine and tick saved.
         armed = 1.0 if elapsed_s >= self.config.warning_after_min * 60 else 0.0
         last = self.armed.get(machine)
-        if last is None or last[0] != armed or now_ns - int(last[1]) >= ARMED_REFRESH_NS:
+        if (
+            last is None
+            or last[0] != armed
+            or now_ns - int(last[1]) >= ARMED_REFRESH_NS
+            or machine not in self._ruled  # the rule needs the signal to exist first
+        ):
             self.ctx.write(machine, "oee_armed", Series(ts, np.array([armed])), unit="")
             self.armed[machine] = [armed, now_ns]
         if machine not in self._ruled and kpis.oee is not None:
-            self.ctx.ensure_rule(
-                f"oee-low-{machine}",
-                device=machine,
-                definition={
-                    "kind": "expression",
-                    "expression": f"oee < {warning!r} and oee_armed >= 1",
-                },
-                priority=4,
-                message=(
-                    f"shift OEE below {warning:.0%} after "
-                    f"{self.config.warning_after_min:g} min of the shift"
-                ),
-            )
+            try:
+                self._ensure_warning_rule(machine, warning)
+            except BadInput as exc:  # a signal not registered yet (a race at start): next tick
+                log.warning("oee: the low-OEE rule of %s waits: %s", machine, exc)
+                return
             self._ruled.add(machine)
+
+    def _ensure_warning_rule(self, machine: str, warning: float) -> None:
+        self.ctx.ensure_rule(
+            f"oee-low-{machine}",
+            device=machine,
+            definition={
+                "kind": "expression",
+                "expression": f"oee < {warning!r} and oee_armed >= 1",
+            },
+            priority=4,
+            message=(
+                f"shift OEE below {warning:.0%} after "
+                f"{self.config.warning_after_min:g} min of the shift"
+            ),
+        )
 
     def _finish_shift(self, now_ns: int) -> None:
         """The live shift ended: complete its records up to its end and keep them."""

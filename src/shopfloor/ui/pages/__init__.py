@@ -1,5 +1,31 @@
 """The console's pages; importing this package registers them with NiceGUI."""
 
-from shopfloor.ui.pages import alarms, apps, login, machine, tree
+from shopfloor.ui.pages import (
+    alarms,
+    apps,
+    audit,
+    condition,
+    dashboards,
+    login,
+    machine,
+    oee,
+    predictive,
+    rules,
+    spc,
+    tree,
+)
 
-__all__ = ["alarms", "apps", "login", "machine", "tree"]
+__all__ = [
+    "alarms",
+    "apps",
+    "audit",
+    "condition",
+    "dashboards",
+    "login",
+    "machine",
+    "oee",
+    "predictive",
+    "rules",
+    "spc",
+    "tree",
+]

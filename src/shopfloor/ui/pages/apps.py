@@ -26,7 +26,9 @@ async def apps_page() -> RedirectResponse | None:
         for a in data["apps"]:
             with ui.card().classes("w-full").props(f'data-testid="app-{a["name"]}"'):
                 with ui.row().classes("items-center w-full"):
-                    ui.link(a["title"], f"/apps/{a['name']}").classes("text-lg")
+                    views = ("oee", "spc", "condition", "predictive")  # their own pages (app views)
+                    view = "/view" if a["name"] in views else ""
+                    ui.link(a["title"], f"/apps/{a['name']}{view}").classes("text-lg")
                     ui.label(f"v{a['version']}").classes("text-sm text-gray-500")
                     ui.space()
                     status = a.get("status") or {}

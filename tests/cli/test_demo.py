@@ -69,5 +69,10 @@ def test_demo_serves_a_simulated_factory(tmp_path: Path) -> None:
             assert a["status"]["running"], a
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)  # a demo stops within seconds of SIGTERM
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise AssertionError("the demo did not stop within 30 s of SIGTERM") from None
     assert proc.returncode == 0 or proc.returncode == -15, log.read_text()

@@ -47,6 +47,7 @@ QUEUE_BATCHES: Final = 1024
 SAVE_EVERY_S: Final = 60.0
 RESUBSCRIBE_S: Final = 30.0
 STATE_FILE: Final = "state.json"
+STOP_WAIT_S: Final = 5.0  # at shutdown, how long to wait for an app's running call
 
 ContextFactory = Callable[[int, str], PlatformContext]
 
@@ -123,6 +124,9 @@ class AppHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.instances: dict[tuple[int, str], Instance] = {}
         self._generation: object = None
+        # Set when the host stops: a worker thread still delivering or ticking returns after
+        # the app it is in (the process exits only once its threads have).
+        self._stopping = False
         self.dropped = 0
 
     # -- input -----------------------------------------------------------------------------
@@ -205,20 +209,33 @@ class AppHost:
                 return
         log.info("tenant %d: app %r started", tenant_id, name)
 
-    def _stop(self, inst: Instance) -> None:
+    def _stop(self, inst: Instance, wait_s: float = -1) -> None:
+        """Save and close an instance; ``wait_s`` >= 0 bounds the wait for a running call
+        (at shutdown: a long tick must not hold the platform up; the last saved state stays)."""
         self.instances.pop((inst.tenant_id, inst.name), None)
-        if inst.failed is None:
-            self._save(inst)
+        if not inst.lock.acquire(timeout=wait_s):
+            log.warning(
+                "tenant %d: app %r is busy: not saved now (its last saved state stays)",
+                inst.tenant_id,
+                inst.name,
+            )
+            return
         try:
-            with inst.lock:  # not while one of its routes runs
-                inst.app.close()
+            if inst.failed is None:
+                self._save_locked(inst)
+            inst.app.close()  # not while one of its routes runs: the lock is held
         except Exception:
             log.exception("tenant %d: app %r: close() failed", inst.tenant_id, inst.name)
+        finally:
+            inst.lock.release()
 
     def _save(self, inst: Instance) -> None:
+        with inst.lock:
+            self._save_locked(inst)
+
+    def _save_locked(self, inst: Instance) -> None:
         try:
-            with inst.lock:
-                state = inst.app.state()
+            state = inst.app.state()
             _save(self.state_path(inst.tenant_id, inst.name), state)
         except Exception:
             log.exception("tenant %d: app %r: state not saved", inst.tenant_id, inst.name)
@@ -245,6 +262,8 @@ class AppHost:
         # rules never do. Uncertain ones pass.
         good = (batch.column("quality").to_numpy() & np.uint32(BAD)) == 0
         for inst in [i for i in list(self.instances.values()) if i.tenant_id == tenant_id]:
+            if self._stopping:
+                return
             if inst.failed is not None or len(inst.subscribed) == 0:
                 continue
             mask = np.isin(sid, inst.subscribed) & good
@@ -270,6 +289,8 @@ class AppHost:
         """Run due ticks, refresh subscriptions, save states (blocking: a thread)."""
         mono = time.monotonic() if now_mono is None else now_mono
         for inst in list(self.instances.values()):
+            if self._stopping:
+                return
             if inst.failed is not None:
                 continue
             if mono - inst.last_tick >= inst.app.manifest.tick_s:
@@ -293,14 +314,15 @@ class AppHost:
             if inst.failed is None:
                 self._save(inst)
 
-    def stop_all(self) -> None:
+    def stop_all(self, wait_s: float = STOP_WAIT_S) -> None:
         for inst in list(self.instances.values()):
-            self._stop(inst)
+            self._stop(inst, wait_s)
 
     async def run(self) -> None:
         """The worker, for the life of the platform (cancel to stop; states are saved)."""
         self._queue = asyncio.Queue(self._size)
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         last_save = time.monotonic()
         try:
             await asyncio.to_thread(self.sync)
@@ -314,6 +336,7 @@ class AppHost:
                     await asyncio.to_thread(self.save_all)
         finally:
             self._loop = None
+            self._stopping = True
             await asyncio.shield(asyncio.to_thread(self.stop_all))
 
     async def _round(self) -> None:

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
+from shopfloor.apps.common import BEARING_SIGNALS, OnlyWhen
 from shopfloor.apps.condition.detector import DetectorConfig, StreamingDetector
 from shopfloor.apps.condition.multivariate import MultivariateDetector, MultivariateScore
 from shopfloor.apps.sdk import App, AppConfig, AppManifest, AppRoute, Panel, PointBatch, Series
@@ -69,22 +70,7 @@ TOP_SHARE: Final = 0.15  # ... when they hold at least this share (the first alw
 GAP_RESET_S: Final = 1800  # after a pause this long the MEWMA starts afresh
 MIN_FRACTION: Final = 0.5  # share of an interval's points that must meet only_when
 TRIM_SCORE: Final = 0.999  # a machine whose median baseline score is above this is left out
-DEFAULT_SIGNALS: Final = (
-    "vib_x_rms",
-    "vib_y_rms",
-    "vib_z_rms",
-    "vib_x_peak",
-    "vib_y_peak",
-    "vib_z_peak",
-    "bearing_temp",
-)
-
-
-class OnlyWhen(AppConfig):
-    """Monitor only while ``signal`` equals ``equals`` (its last value at each point)."""
-
-    signal: str = Field("state", min_length=1)
-    equals: float = 2.0
+DEFAULT_SIGNALS: Final = BEARING_SIGNALS
 
 
 class ConditionConfig(AppConfig):

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, ValidationInfo, field_validator
 
+from shopfloor.apps.common import BEARING_SIGNALS, OnlyWhen
 from shopfloor.apps.predictive.features import FeatureSpec, Run
 from shopfloor.apps.predictive.model import (
     HyperParams,
@@ -75,22 +76,7 @@ CHUNK_POINTS: Final = 100_000  # aim of points per signal and read
 FIRST_CHUNK_NS: Final = DAY_NS
 MAX_CHUNK_NS: Final = 14 * DAY_NS
 SIGNALS_OUT: Final = ("rul_hours", "rul_lower_hours", "rul_upper_hours")
-DEFAULT_SIGNALS: Final = (
-    "vib_x_rms",
-    "vib_y_rms",
-    "vib_z_rms",
-    "vib_x_peak",
-    "vib_y_peak",
-    "vib_z_peak",
-    "bearing_temp",
-)
-
-
-class OnlyWhen(AppConfig):
-    """Use only the points taken while ``signal`` equals ``equals`` (its last value)."""
-
-    signal: str = Field("state", min_length=1)
-    equals: float = 2.0
+DEFAULT_SIGNALS: Final = BEARING_SIGNALS
 
 
 class FailureSpec(AppConfig):

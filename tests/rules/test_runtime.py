@@ -195,6 +195,58 @@ def test_failing_rule_is_disabled_with_reason_others_go_on(
         assert ws.receive_json()["to_state"] == "unack_rtn"
 
 
+def test_the_evaluation_path_loads_no_rules_or_devices_while_nothing_changes(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading every rule, device and signal of a large tenant took 100-400 ms and held the
+    waiting batch up (the alarm-latency benchmark's slow samples): once built, an engine is
+    checked with the one-row change key only, until something changes."""
+    rt = w.platform.runtime
+    acme = w.headers("acme")
+    assert w.client.post(f"{V1}/rules", json=HOT, headers=acme).status_code == 201
+    loads = []
+    real = rt._fingerprint
+    monkeypatch.setattr(rt, "_fingerprint", lambda tid: loads.append(tid) or real(tid))
+    with w.client.websocket_connect(LIVE, headers=acme) as ws:
+        t0 = now_ns()
+        _ingest(w, acme, 95.0, t0)  # the first batch builds the engine
+        assert ws.receive_json()["to_state"] == "unack_active"
+        built = len(loads)
+        assert built >= 1
+        for i in range(20):
+            _ingest(w, acme, 90.0 - i, t0 + (i + 1) * 1000)
+        _ingest(w, acme, 10.0, t0 + 50_000)
+        assert ws.receive_json()["to_state"] == "unack_rtn"
+        assert len(loads) == built  # 22 batches, every one checked (refresh_s 0), none loaded
+        # A rule saved now changes the key: the next batch rebuilds and evaluates it.
+        assert w.client.post(f"{V1}/rules", json=SPARKS, headers=acme).status_code == 201
+        _ingest(w, acme, 60.0, t0 + 60_000)
+        assert ws.receive_json()["rule"] == "sparks"
+        assert len(loads) > built
+
+
+def test_a_change_the_key_misses_is_found_by_the_full_check(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = w.platform.runtime
+    rt.full_check_s = 0.05
+    acme = w.headers("acme")
+    assert w.client.post(f"{V1}/rules", json=HOT, headers=acme).status_code == 201
+    with w.client.websocket_connect(LIVE, headers=acme) as ws:
+        t0 = now_ns()
+        _ingest(w, acme, 95.0, t0)
+        assert ws.receive_json()["rule"] == "hot"
+        # A key that never moves stands for a change it cannot see.
+        monkeypatch.setattr(w.platform.rules, "change_key", lambda tid: ("frozen",))
+        rt._tenants[w.tenants["acme"]].change_key = ("frozen",)
+        assert w.client.post(f"{V1}/rules", json=SPARKS, headers=acme).status_code == 201
+        engine = rt._tenants[w.tenants["acme"]]
+        _wait(lambda: engine.stale, "the background full check to mark the engine stale")
+        _ingest(w, acme, 60.0, t0 + 1000)
+        msg = ws.receive_json()
+        assert (msg["rule"], msg["to_state"]) == ("sparks", "unack_active")
+
+
 def test_ingest_never_waits_for_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gen = _make(tmp_path, queue_size=1)
     w = next(gen)

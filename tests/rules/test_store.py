@@ -281,3 +281,32 @@ def test_engine_events_from_stored_rules(w: World) -> None:
     stored = w.alarms.apply(w.tenant, events)
     assert [e.to_state for e in stored] == [AlarmState.UNACK_ACTIVE, AlarmState.UNACK_RTN]
     assert w.alarms.get(w.tenant, "hot", "press-01").alarm.value == 60.0
+
+
+def test_change_key_moves_with_what_the_engine_is_built_from(w: World) -> None:
+    """The rules runtime checks this one aggregate row every second instead of loading every
+    rule, device and signal: each change the engine depends on must move it."""
+    keys = [w.rules.change_key(w.tenant)]
+
+    def changed(what: str) -> None:
+        key = w.rules.change_key(w.tenant)
+        assert key != keys[-1], f"the key did not change after {what}"
+        keys.append(key)
+
+    assert w.rules.change_key(w.tenant) == keys[0]  # stable while nothing changes
+    w.rules.create(w.tenant, "hot", "threshold", HOT, device_type="press")
+    changed("a rule was added")
+    w.rules.set_enabled(w.tenant, "hot", False)
+    changed("a rule was disabled")
+    w.rules.create(w.tenant, "cold", "threshold", HOT, device="press-01")
+    w.rules.delete(w.tenant, "hot")
+    changed("one rule was added and another deleted")
+    w.reg.create_device(w.tenant, "press-03", "press")
+    changed("a device was added")
+    w.reg.create_signal(w.tenant, "press-03", SignalSpec("pressure"))
+    changed("a signal was added")
+    w.reg.delete_device(w.tenant, "press-03", force=True)
+    changed("a device and its signals were deleted")
+    # Other tenants' changes leave it alone.
+    w.reg.create_device(w.other, "press-09", "press")
+    assert w.rules.change_key(w.tenant) == keys[-1]

@@ -357,6 +357,38 @@ class RuleStore:
             row.updated_at = m.utcnow()
             return _rule_info(row)
 
+    def change_key(self, tenant_id: int) -> tuple[Any, ...]:
+        """A cheap summary of what the tenant's engine is built from: one aggregate row each
+        for rules, devices and signals. It changes when a rule is added, deleted or updated
+        (``updated_at``), a device is added or deleted or changes type or place, or a signal
+        is added or deleted (a signal's data type is fixed once created). The runtime checks
+        it every second instead of loading every rule, device and signal; a change that keeps
+        every aggregate equal is still caught by the full comparison it makes less often."""
+        rule, dev, sig = m.Rule, m.Device, m.Signal
+        type_id = func.coalesce(dev.device_type_id, 0)
+        asset_id = func.coalesce(dev.asset_id, 0)
+        with self.registry._read() as s:
+            rules = s.execute(
+                select(
+                    func.count(), func.max(rule.updated_at), func.sum(func.length(rule.name))
+                ).where(rule.tenant_id == tenant_id)
+            ).one()
+            devices = s.execute(
+                select(
+                    func.count(),
+                    func.max(dev.id),
+                    func.sum(type_id),
+                    func.sum(type_id * dev.id),
+                    func.sum(asset_id * dev.id),
+                ).where(dev.tenant_id == tenant_id)
+            ).one()
+            signals = s.execute(
+                select(func.count(), func.max(sig.id), func.sum(sig.id)).where(
+                    sig.tenant_id == tenant_id
+                )
+            ).one()
+        return (*rules, *devices, *signals)
+
     def engine_rules(self, tenant_id: int) -> list[model.Rule]:
         """The enabled rules of the tenant, for a RuleEngine."""
         return [r.to_rule() for r in self.list_rules(tenant_id) if r.enabled]

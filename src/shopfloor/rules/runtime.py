@@ -33,6 +33,7 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -67,6 +68,38 @@ ACTION_MAX_AGE_NS: Final = 10 * 60 * 1_000_000_000
 DepsFactory = Callable[[int, str], ActionDeps]
 # (tenant_id, rule, device, action, result)
 ActionListener = Callable[[int, str, str, RuleAction, ActionResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The devices one rules process evaluates: those whose name hashes to ``index`` of
+    ``count``. A rule's state (delays, windows, the last value) is per rule and device and an
+    expression reads the signals of one device, so splitting by device splits no state; every
+    process keeps the whole rule set and drops the rows of other processes' devices. The hash
+    is CRC-32 of the name: the same in every process and across restarts."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise BadInput(
+                f"rules partition {self.index}/{self.count}: need 0 <= index < count",
+                "rules_partition",
+            )
+
+    def owns(self, device: str) -> bool:
+        return self.count == 1 or zlib.crc32(device.encode()) % self.count == self.index
+
+    @classmethod
+    def parse(cls, text: str) -> Partition:
+        """``"i/n"``, e.g. ``"0/2"``."""
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise BadInput(
+                f"rules partition {text!r}: expected INDEX/COUNT, e.g. 0/2", "rules_partition"
+            )
+        return cls(int(index), int(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +164,7 @@ class RulesRuntime:
         queue_size: int = QUEUE_BATCHES,
         refresh_s: float = 1.0,
         full_check_s: float = FULL_CHECK_S,
+        partition: Partition | None = None,
         action_deps: DepsFactory | None = None,
         on_action: ActionListener | None = None,
     ) -> None:
@@ -139,6 +173,10 @@ class RulesRuntime:
         self.alarms = alarms
         self.refresh_s = refresh_s
         self.full_check_s = full_check_s
+        self.partition = partition or Partition()
+        # Called with every alarm change published here (rules/bus.py forwards them to the
+        # API processes' live subscribers when rules run in their own processes).
+        self.on_published: Callable[[int, Sequence[LiveAlarm]], None] | None = None
         self.rebuilds = 0  # engines built (first builds included)
         self.action_deps = action_deps
         self.on_action = on_action
@@ -210,6 +248,16 @@ class RulesRuntime:
                     del self._subscribers[tenant_id]
 
     def _publish(self, tenant_id: int, changes: Sequence[LiveAlarm]) -> None:
+        self.deliver(tenant_id, changes)
+        hook = self.on_published
+        if hook is not None:
+            try:
+                hook(tenant_id, changes)
+            except Exception:  # the live feed elsewhere is best effort; the store has them
+                log.exception("tenant %d: forwarding alarm changes failed", tenant_id)
+
+    def deliver(self, tenant_id: int, changes: Sequence[LiveAlarm]) -> None:
+        """Hand alarm changes to this process's live subscribers (WebSockets) only."""
         self.published += len(changes)
         for sub in self._subscribers.get(tenant_id, ()):
             for change in changes:
@@ -435,7 +483,7 @@ class RulesRuntime:
 
     def _fingerprint(self, tenant_id: int) -> tuple[Any, tuple[Any, ...], list[model.Device]]:
         infos = self.rules.list_rules(tenant_id)
-        devices = self.rules.engine_devices(tenant_id)
+        devices = [d for d in self.rules.engine_devices(tenant_id) if self.partition.owns(d.id)]
         key = (
             tuple((r.id, r.name, r.enabled, r.updated_at) for r in infos),
             tuple(
@@ -467,6 +515,8 @@ class RulesRuntime:
         for info in infos:
             if not info.enabled:
                 continue
+            if info.device is not None and not self.partition.owns(info.device):
+                continue  # another rules process evaluates (and checks) it
             if info.device_type is not None and not any(
                 d.type == info.device_type for d in devices
             ):

@@ -198,7 +198,8 @@ class RuleList(BaseModel):
     rules: list[RuleOut]
 
 
-def _rule_out(r: RuleInfo) -> RuleOut:
+def rule_out(r: RuleInfo) -> RuleOut:
+    """A rule as the API answers it; ``shopfloor rules`` prints the same JSON."""
     return RuleOut(
         name=r.name,
         kind=r.kind,
@@ -285,18 +286,18 @@ def create_rule(body: RuleIn, scope: Write, platform: Plat) -> RuleOut:
         enabled=body.enabled,
         actions=body.action_list(),
     )
-    return _rule_out(info)
+    return rule_out(info)
 
 
 @router.get("/rules", summary="The tenant's rules", responses=AUTH)
 def list_rules(scope: Read, platform: Plat) -> RuleList:
     rules = platform.rules.list_rules(scope.tenant_id)
-    return RuleList(rules=[_rule_out(r) for r in rules if _visible_rule(scope, platform, r)])
+    return RuleList(rules=[rule_out(r) for r in rules if _visible_rule(scope, platform, r)])
 
 
 @router.get("/rules/{name}", summary="One rule", responses={**AUTH, **E404})
 def get_rule(name: str, scope: Read, platform: Plat) -> RuleOut:
-    return _rule_out(_rule_in_scope(scope, platform, name))
+    return rule_out(_rule_in_scope(scope, platform, name))
 
 
 @router.put(
@@ -320,7 +321,7 @@ def replace_rule(name: str, body: RuleBody, scope: Write, platform: Plat) -> Rul
         message=body.message,
         actions=body.action_list(),
     )
-    return _rule_out(info)
+    return rule_out(info)
 
 
 @router.delete(
@@ -338,7 +339,7 @@ def delete_rule(name: str, scope: Write, platform: Plat) -> Response:
 @router.post("/rules/{name}/enable", summary="Enable a rule", responses={**AUTH, **E404})
 def enable_rule(name: str, scope: Write, platform: Plat) -> RuleOut:
     _rule_in_scope(scope, platform, name)
-    return _rule_out(platform.rules.set_enabled(scope.tenant_id, name, True))
+    return rule_out(platform.rules.set_enabled(scope.tenant_id, name, True))
 
 
 @router.post(
@@ -349,7 +350,7 @@ def enable_rule(name: str, scope: Write, platform: Plat) -> RuleOut:
 def disable_rule(name: str, scope: Write, platform: Plat, body: DisableIn | None = None) -> RuleOut:
     _rule_in_scope(scope, platform, name)
     reason = None if body is None else body.reason
-    return _rule_out(platform.rules.set_enabled(scope.tenant_id, name, False, reason))
+    return rule_out(platform.rules.set_enabled(scope.tenant_id, name, False, reason))
 
 
 # -- alarms ------------------------------------------------------------------------------------
@@ -377,7 +378,7 @@ class AlarmList(BaseModel):
     alarms: list[AlarmOut]
 
 
-def _alarm_out(info: AlarmInfo) -> AlarmOut:
+def alarm_out(info: AlarmInfo) -> AlarmOut:
     a = info.alarm
     return AlarmOut(
         rule=info.rule,
@@ -420,7 +421,7 @@ class HistoryPage(BaseModel):
     next_offset: int | None = Field(description="Offset of the next page; null: no more.")
 
 
-def _history_out(h: HistoryEntry) -> HistoryOut:
+def history_out(h: HistoryEntry) -> HistoryOut:
     e = h.event
     return HistoryOut(
         id=h.id,
@@ -481,7 +482,7 @@ def list_alarms(
         device=device,
     )
     found = scoping.visible(scope, found, lambda a: a.asset_id)
-    return AlarmList(alarms=[_alarm_out(a) for a in found])
+    return AlarmList(alarms=[alarm_out(a) for a in found])
 
 
 @router.get(
@@ -513,7 +514,7 @@ def alarm_history(
     )
     more = len(entries) > limit
     return HistoryPage(
-        events=[_history_out(h) for h in entries[:limit]],
+        events=[history_out(h) for h in entries[:limit]],
         next_offset=offset + limit if more else None,
     )
 
@@ -632,7 +633,7 @@ def _announced(platform: Platform, scope: Scope, info: AlarmInfo) -> AlarmOut:
         platform.runtime.announce(
             scope.tenant_id, info.rule, info.device, info.asset_id, info.event
         )
-    return _alarm_out(info)
+    return alarm_out(info)
 
 
 def _check_rule(scope: Scope, platform: Platform, rule: str) -> None:

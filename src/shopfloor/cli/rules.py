@@ -355,9 +355,9 @@ def _target(r: RuleIn | RuleInfo) -> str:
 
 def _rule_json(r: RuleInfo) -> dict[str, Any]:
     """A rule as GET /api/v1/rules/{name} answers (secrets masked)."""
-    from shopfloor.api.rules_routes import _rule_out
+    from shopfloor.api.rules_routes import rule_out
 
-    return _rule_out(r).model_dump(mode="json")
+    return rule_out(r).model_dump(mode="json")
 
 
 def _export_entry(r: RuleInfo) -> dict[str, Any]:
@@ -625,9 +625,9 @@ def rules_export(
 
 
 def _alarm_json(info: AlarmInfo) -> dict[str, Any]:
-    from shopfloor.api.rules_routes import _alarm_out
+    from shopfloor.api.rules_routes import alarm_out
 
-    return _alarm_out(info).model_dump(mode="json")
+    return alarm_out(info).model_dump(mode="json")
 
 
 def _since(text: str, field: str, now: int) -> int:
@@ -756,7 +756,7 @@ def alarms_history(
 
     Example: shopfloor alarms history --since 8h --rule hot --tenant acme -d shopfloor-data
     """
-    from shopfloor.api.rules_routes import _history_out
+    from shopfloor.api.rules_routes import history_out
     from shopfloor.core.timeutil import now_ns, parse_instant, to_iso
 
     with _open(tenant, data_dir, config) as ctx:
@@ -774,7 +774,7 @@ def alarms_history(
     more = len(entries) > limit
     entries = entries[:limit]
     if as_json:
-        events = [_history_out(h).model_dump(mode="json") for h in entries]
+        events = [history_out(h).model_dump(mode="json") for h in entries]
         page = {"events": events, "next_offset": offset + limit if more else None}
         print(json.dumps(page, indent=2))
         return

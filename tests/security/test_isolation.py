@@ -692,6 +692,37 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", f"{V1}/dashboards/{{dashboard_id}}/export"): Listing(
         f"{V1}/dashboards/987654/export", ok=frozenset({404})
     ),
+    # -- remote gateway configuration: B's gateway answers as a device that does not exist -----
+    ("GET", f"{V1}/gateways"): Listing(f"{V1}/gateways"),
+    ("GET", f"{V1}/gateways/{{name}}/config"): (
+        Probe(lambda _a, x: f"{V1}/gateways/{x.gateway}/config"),
+        Probe(
+            lambda _a, x: f"{V1}/gateways/{x.gateway}/config",
+            query=lambda _a, _x: {"wait_s": 0, "after_version": 0, "secrets": "reveal"},
+        ),
+    ),
+    ("PUT", f"{V1}/gateways/{{name}}/config"): Probe(
+        lambda _a, x: f"{V1}/gateways/{x.gateway}/config",
+        body=lambda _a, _x: {"connectors": [], "expected_version": 0},
+    ),
+    ("POST", f"{V1}/gateways/{{name}}/config/status"): Probe(
+        lambda _a, x: f"{V1}/gateways/{x.gateway}/config/status",
+        body=lambda _a, _x: {"applied_version": 1, "error": "alpha says so"},
+    ),
+    ("POST", f"{V1}/gateways/{{name}}/browse"): Probe(
+        lambda _a, x: f"{V1}/gateways/{x.gateway}/browse",
+        body=lambda _a, _x: {"endpoint": "opc.tcp://127.0.0.1:4840", "max_depth": 1},
+    ),
+    # Browse ids are made per request and short-lived (B has none to name): A's own gateway
+    # with a made-up id is the 404 of an unknown request; B's gateway in the path is the
+    # same device check as the config routes' probes above and the result route's below.
+    ("GET", f"{V1}/gateways/{{name}}/browse/{{browse_id}}"): Listing(
+        f"{V1}/gateways/alpha-gw/browse/some-request", ok=frozenset({404})
+    ),
+    ("POST", f"{V1}/gateways/{{name}}/browse/{{browse_id}}/result"): Probe(
+        lambda _a, x: f"{V1}/gateways/{x.gateway}/browse/some-request/result",
+        body=lambda _a, _x: {"error": "alpha says so"},
+    ),
     # -- apps (tenant-wide; B enabled every installed app, A none unless it enables one) --------
     ("GET", f"{V1}/apps"): Listing(f"{V1}/apps"),
     ("GET", f"{V1}/apps/{{name}}"): Listing(f"{V1}/apps/{AN_APP}", ok=frozenset({200, 404})),

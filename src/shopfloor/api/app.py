@@ -19,6 +19,7 @@ from shopfloor.api import (
     device_routes,
     errors,
     export_routes,
+    gateway_routes,
     limits_routes,
     mqtt_routes,
     policy_routes,
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(rules_routes.router)
     app.include_router(apps_routes.router)
     app.include_router(dashboard_routes.router)
+    app.include_router(gateway_routes.router)
     # The installed apps' own routes (known before the platform opens: from the entry points).
     apps_routes.install_app_routes(
         app, platform.catalogue.apps if platform is not None else installed_apps()

@@ -138,6 +138,23 @@ def _duration(s: float | None) -> str:
     return f"{s / 86400:.1f} d"
 
 
+_SYNC_COLOUR = {"in_sync": "green", "pending": "yellow", "error": "red"}
+
+
+def _remote_line(remote: dict[str, Any]) -> str:
+    """``version 3 (platform: 4), pending`` with the error or the poll failure, if any."""
+    sync = str(remote.get("sync"))
+    colour = _SYNC_COLOUR.get(sync, "yellow")
+    applied, seen = remote.get("applied_version"), remote.get("seen_version")
+    text = f"version {applied}" + (f" (platform: {seen})" if seen != applied else "")
+    text += f", [{colour}]{sync}[/{colour}]"
+    if remote.get("error"):
+        text += f": {remote['error']}"
+    elif remote.get("last_poll_error"):
+        text += f" (polling fails: {remote['last_poll_error']})"
+    return text
+
+
 @app.command()
 def status(
     config: Annotated[
@@ -183,6 +200,9 @@ def status(
     quarantined = (up.get("details") or {}).get("quarantined_points", 0)
     if quarantined:
         t.add_row("refused by platform", f"[red]{quarantined:,} points[/red] (see quarantine/)")
+    remote = doc.get("remote")
+    if isinstance(remote, dict):
+        t.add_row("remote config", _remote_line(remote))
     out.print(t)
     d = Table(title="devices")
     for col in ("connector", "device", "health", "failed polls", "last error"):

@@ -39,6 +39,7 @@ __all__ = [
     "ForwarderConfig",
     "HttpUplinkConfig",
     "Issue",
+    "RemoteConfig",
     "SparkplugSection",
     "StatusConfig",
     "load_edge_config",
@@ -211,6 +212,36 @@ class ConnectorSection(BaseModel):
 Uplink = Annotated[HttpUplinkConfig | SparkplugSection, Field(discriminator="type")]
 
 
+class RemoteConfig(_Strict):
+    """``remote:``: connectors configured from the platform (docs/edge-remote-config.md).
+
+    The gateway long-polls ``GET /api/v1/gateways/{gateway}/config`` and runs the connectors it
+    gets beside the file's own. ``url`` and the key default to the HTTP uplink's.
+    """
+
+    enabled: bool = Field(True, description="Poll the platform for connectors.")
+    gateway: str | None = Field(
+        None, min_length=1, description="The gateway's device name; default: name."
+    )
+    poll_s: Seconds = Field(
+        25.0, le=30.0, description="Longest wait of one long-poll (the platform's limit: 30 s)."
+    )
+    retry_s: Seconds = Field(5.0, description="Wait after a failed poll.")
+    url: str | None = Field(None, description="Base URL of the platform; default: the uplink's.")
+    api_key: SecretStr | None = Field(None, description="The tenant's API key.")
+    api_key_file: Path | None = Field(None, description="File holding the API key instead.")
+    timeout: Seconds = Field(10.0, description="Timeout of one request beyond the wait.")
+    verify_tls: bool = Field(True, description="Check the server's certificate.")
+    ca_file: Path | None = Field(None, description="CA bundle to check the certificate with.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, not {v!r}")
+        return None if v is None else v.rstrip("/")
+
+
 class EdgeConfig(_Strict):
     name: str = Field(min_length=1, description="Name of this gateway.")
     data_dir: Path = Field(Path("edge-data"), description="Buffer, status and quarantine files.")
@@ -219,6 +250,7 @@ class EdgeConfig(_Strict):
     uplink: Uplink
     status: StatusConfig = Field(default_factory=StatusConfig)
     connectors: list[ConnectorSection] = Field(default_factory=list)
+    remote: RemoteConfig | None = Field(None, description="Connectors from the platform.")
 
     @field_validator("connectors")
     @classmethod
@@ -315,6 +347,11 @@ def parse_edge_config(data: Any, *, lookup: ClassLookup | None = None) -> EdgeCo
             section._cls = cls
         except ValidationError as exc:
             issues.extend(_issues(exc, ("connectors", i)))
+    remote = cfg.remote
+    no_url = remote is not None and remote.enabled and remote.url is None
+    if no_url and not isinstance(cfg.uplink, HttpUplinkConfig):
+        msg = "give url (and api_key or api_key_file): the uplink is not http"
+        issues.append(Issue(("remote", "url"), msg))
     if isinstance(cfg.uplink, SparkplugSection):
         rest = dict(cfg.uplink.model_extra or {})
         try:

@@ -8,6 +8,11 @@ after the platform committed them. When the uplink fails the readings stay where
 the forwarder retries with exponential backoff; what is sent after a failure, until the backlog
 is drained, is flagged historical, as is anything older than ``forwarder.historical_after``.
 
+Remote connectors. With ``remote:`` in edge.yaml, connectors also come from the platform
+(edge/remote.py); :meth:`Gateway.apply_remote` starts the new ones, stops the removed ones and
+restarts the changed ones while unchanged connectors, the buffer and the forwarder run on. The
+buffer is shared by all slots, so what a stopped connector handed over is still forwarded.
+
 Faults. A connector whose task crashes (or returns) is logged and rebuilt after a backoff;
 the others and the forwarder keep running. SIGINT/SIGTERM stop the connectors first, let a send
 in flight finish, write a last status file and close the buffer.
@@ -26,12 +31,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shopfloor.edge.config import EdgeConfig
+from shopfloor.edge.config import ConnectorSection, EdgeConfig
 from shopfloor.edge.connector import Connector
 from shopfloor.edge.model import Reading, WriteRequest, WriteResult
 from shopfloor.edge.uplink import Uplink, UplinkError
 
-__all__ = ["BufferLike", "ConnectorSlot", "Gateway", "run_gateway"]
+__all__ = ["ApplyResult", "BufferLike", "ConnectorSlot", "Gateway", "run_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,17 @@ class ConnectorSlot:
     points_in: int = 0
     points_rejected: int = 0
     devices: set[str] = field(default_factory=set)
+    remote: bool = False  # configured from the platform, not from edge.yaml
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :meth:`Gateway.apply_remote` did, by connector name."""
+
+    started: list[str]
+    restarted: list[str]
+    stopped: list[str]
+    unchanged: list[str]
 
 
 class Gateway:
@@ -115,9 +131,11 @@ class Gateway:
         self.last_send_error: str | None = None
         self.backlog = False
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._forwarder: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._running = False  # connector tasks are started as slots come
+        self._apply_lock = asyncio.Lock()
+        self.remote: Any = None  # edge.remote.RemoteSync while remote: is enabled
 
     # --- parts ---------------------------------------------------------------------------------
     @property
@@ -236,8 +254,9 @@ class Gateway:
     def owner_of(self, device: str) -> ConnectorSlot | None:
         """The connector a device belongs to: seen in its readings, or listed in its status."""
         name = self._owner.get(device)
-        if name is not None:
+        if name is not None and name in self._by_name:
             return self._by_name[name]
+        self._owner.pop(device, None)  # its connector was removed remotely
         for slot in self.slots:
             if slot.connector is not None and device in _status_devices(slot.connector):
                 self._owner[device] = slot.name
@@ -261,6 +280,74 @@ class Gateway:
             log.exception("connector %s: write %s failed", slot.name, request.id)
             return WriteResult(request.id, False, f"{type(exc).__name__}: {exc}")
 
+    # --- remote connectors -----------------------------------------------------------------------
+    def _start_slot(self, slot: ConnectorSlot) -> None:
+        slot.task = asyncio.create_task(self._supervise(slot), name=f"connector:{slot.name}")
+
+    async def _stop_slot(self, slot: ConnectorSlot) -> None:
+        if slot.task is not None:
+            slot.task.cancel()
+            await asyncio.gather(slot.task, return_exceptions=True)
+            slot.task = None
+        slot.running = False
+
+    def check_remote(self, sections: Sequence[ConnectorSection]) -> None:
+        """ValueError when a remote connector's name is one of edge.yaml's own."""
+        local = {s.name for s in self.slots if not s.remote}
+        clash = sorted(local & {s.name for s in sections})
+        if clash:
+            raise ValueError(
+                f"remote connector name(s) {', '.join(map(repr, clash))} are used by edge.yaml's "
+                "own connectors; rename them on the platform"
+            )
+
+    async def apply_remote(self, sections: Sequence[ConnectorSection]) -> ApplyResult:
+        """Make the remote connectors exactly ``sections`` (validated ones, from
+        ``parse_edge_config``): new ones start, removed ones stop, changed ones (type, class or
+        config) restart; unchanged ones keep running untouched. Local connectors never change.
+        Raises ValueError (and changes nothing) on a name clash with a local connector."""
+        async with self._apply_lock:
+            self.check_remote(sections)
+            wanted = {s.name: s for s in sections}
+            started: list[str] = []
+            restarted: list[str] = []
+            stopped: list[str] = []
+            unchanged: list[str] = []
+            for slot in [s for s in self.slots if s.remote and s.name not in wanted]:
+                await self._stop_slot(slot)
+                self.slots.remove(slot)
+                del self._by_name[slot.name]
+                stopped.append(slot.name)
+            for name, sec in wanted.items():
+                old = self._by_name.get(name)
+                if old is not None:
+                    same = (
+                        old.domain == sec.type
+                        and old.cls is sec.connector_cls
+                        and old.config == sec.config
+                    )
+                    if same:
+                        unchanged.append(name)
+                        continue
+                    await self._stop_slot(old)
+                    self.slots.remove(old)
+                    restarted.append(name)
+                else:
+                    started.append(name)
+                slot = ConnectorSlot(name, sec.type, sec.connector_cls, sec.config, remote=True)
+                self.slots.append(slot)
+                self._by_name[name] = slot
+                if self._running:
+                    self._start_slot(slot)
+            if started or restarted or stopped:
+                log.info(
+                    "remote connectors: started %s, restarted %s, stopped %s",
+                    started or "-",
+                    restarted or "-",
+                    stopped or "-",
+                )
+            return ApplyResult(started, restarted, stopped, unchanged)
+
     # --- life cycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stop.set()
@@ -281,16 +368,23 @@ class Gateway:
         # however young, until the forwarder has caught up.
         self.backlog = self.buffer.stats().depth_points > 0
         reporter = StatusReporter(self)
+        remote_cfg = self.config.remote
+        if remote_cfg is not None and remote_cfg.enabled and self.remote is None:
+            from shopfloor.edge.remote import RemoteSync
+
+            self.remote = RemoteSync(self, remote_cfg)
         try:
+            if self.remote is not None:
+                # The last config the platform gave comes up at once, platform or not.
+                await self.remote.load_saved()
             await self.uplink.start()
             await reporter.start()
             self._forwarder = asyncio.create_task(self._forward(), name="forwarder")
-            self._tasks = [
-                asyncio.create_task(self._supervise(s), name=f"connector:{s.name}")
-                for s in self.slots
-            ]
-            for slot, task in zip(self.slots, self._tasks, strict=True):
-                slot.task = task
+            self._running = True
+            for slot in self.slots:
+                self._start_slot(slot)
+            if self.remote is not None:
+                self.remote.start()
             log.info(
                 "gateway %s: %d connector(s), buffer in %s",
                 self.config.name,
@@ -303,9 +397,13 @@ class Gateway:
             await self._shutdown(reporter)
 
     async def _shutdown(self, reporter: Any) -> None:
-        for task in self._tasks:  # no new readings first
+        if self.remote is not None:  # no reconfiguration while stopping
+            await self.remote.stop()
+        self._running = False
+        tasks = [s.task for s in self.slots if s.task is not None]
+        for task in tasks:  # no new readings first
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._stop.set()
         if self._forwarder is not None:
             # A send in flight may finish (and be acknowledged) rather than be resent later.

@@ -73,6 +73,7 @@ def build_status(gw: Gateway, rates: dict[str, float] | None = None) -> dict[str
             st = {"error": f"status() failed: {type(exc).__name__}: {exc}"}
         connectors[slot.name] = {
             "type": slot.domain,
+            "remote": slot.remote,
             "running": slot.running,
             "restarts": slot.restarts,
             "last_error": slot.last_error,
@@ -98,6 +99,8 @@ def build_status(gw: Gateway, rates: dict[str, float] | None = None) -> dict[str
         },
         "uplink": up,
         "connectors": connectors,
+        # Remote configuration (edge/remote.py): versions, sync state, last poll.
+        "remote": gw.remote.status() if gw.remote is not None else None,
     }
 
 

@@ -658,3 +658,7 @@ class Dashboard(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(NAME_LEN))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# Tables defined beside the registry (they import Base from here): in Base.metadata for Alembic.
+from shopfloor.registry import gateway_config as _gateway_config  # noqa: E402, F401

@@ -25,7 +25,7 @@ FAMILIES = {
     ),
     "alarms.done_": ("ack", "shelve", "unshelve"),
     "alarms.*_title": ("ack", "shelve"),
-    "nav.": ("tree", "alarms", "apps", "rules", "audit", "dashboards"),
+    "nav.": ("tree", "alarms", "apps", "rules", "audit", "dashboards", "gateways"),
     "state.": ("off", "idle", "running", "blocked", "down", "changeover", "unknown"),
     "alarms.p": ("1", "2", "3", "4"),
 }

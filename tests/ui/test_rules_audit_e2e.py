@@ -179,10 +179,9 @@ def test_audit_viewer_shows_the_rule_records(demo: Demo, browser: Any, auditor: 
     # the code of the next 30 s step: the confirm used the current one, and a code counts once
     page.get_by_label("Authenticator code").fill(auditor.at(time.time() + 30))
     page.get_by_label("Authenticator code").press("Enter")
-    # The login lands on the plant page, which an auditor (no registry.read) cannot read.
-    page.wait_for_url(f"{demo.url}/ui/", timeout=20_000)
+    # The login lands on the audit viewer, the first page an auditor may read.
+    page.wait_for_url(f"{demo.url}/ui/audit", timeout=20_000)
     shot(page, "ra-06-auditor-landing")
-    page.goto(f"{demo.url}/ui/audit")
     page.get_by_test_id("nav-audit").wait_for()  # the auditor's navigation has the entry
     assert page.get_by_test_id("nav-rules").count() == 0  # rules need registry.read
     page.get_by_test_id("audit-status").filter(has_text="records").wait_for()

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from shopfloor.api.deps import TENANT_HEADER
+
 __all__ = ["ApiClient", "ApiError"]
 
 
@@ -18,12 +20,21 @@ class ApiError(Exception):
         self.message = message
         self.field = field
 
+    @property
+    def refused(self) -> bool:
+        """The API said no (403): the role or the access grant does not allow this."""
+        return self.status == 403
+
 
 class ApiClient:
-    """Calls the FastAPI app directly (no socket) with the user's session token."""
+    """Calls the FastAPI app directly (no socket) with the user's session token; for a
+    platform user inside a tenant, with that tenant named in the header the API checks the
+    access grant of (``TENANT_HEADER``)."""
 
-    def __init__(self, app: Any, token: str | None) -> None:
+    def __init__(self, app: Any, token: str | None, tenant: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if tenant:
+            headers[TENANT_HEADER] = tenant
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 0)),
             base_url="http://console",

@@ -6,12 +6,14 @@ from shopfloor.ui.pages import (
     audit,
     condition,
     dashboards,
+    gateways,
     login,
     machine,
     oee,
     predictive,
     rules,
     spc,
+    tenants,
     tree,
 )
 
@@ -21,11 +23,13 @@ __all__ = [
     "audit",
     "condition",
     "dashboards",
+    "gateways",
     "login",
     "machine",
     "oee",
     "predictive",
     "rules",
     "spc",
+    "tenants",
     "tree",
 ]

@@ -1,7 +1,13 @@
-"""The alarm console: current alarms with filters, acknowledge / shelve with a comment, history."""
+"""The alarm console: current alarms with filters, acknowledge / shelve with a comment, history.
+
+The table refreshes every few seconds in place: its rows are replaced only when the alarms
+changed, and then by row key (Vue patches the rows it has), so a keyboard user's focus on a
+button in the table stays where it is.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from fastapi.responses import RedirectResponse
@@ -9,7 +15,7 @@ from nicegui import ui
 
 from shopfloor.ui.client import ApiError
 from shopfloor.ui.i18n import t
-from shopfloor.ui.layout import frame, require_login
+from shopfloor.ui.layout import failure, frame, require_login
 from shopfloor.ui.session import api
 
 STATES: Final = (
@@ -22,6 +28,75 @@ STATES: Final = (
     "out_of_service",
 )
 PRIORITY_KEYS: Final = {1: "alarms.p1", 2: "alarms.p2", 3: "alarms.p3", 4: "alarms.p4"}
+# (row field, heading key): the columns of the current alarms, before the actions
+COLUMNS: Final = (
+    ("rule", "alarms.rule"),
+    ("device", "alarms.device"),
+    ("state_text", "alarms.state"),
+    ("priority_text", "alarms.priority"),
+    ("message", "alarms.message"),
+    ("last_change", "alarms.since"),
+)
+ACKABLE: Final = frozenset({"unack_active", "unack_rtn"})
+BUTTONS: Final = ("ack", "shelve", "unshelve")  # their order in a row
+
+
+class _Row:
+    """One alarm's row: its cells and buttons, kept and changed in place by key."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        ask: Callable[[dict[str, Any], str], None],
+        act: Callable[[dict[str, Any], str, dict[str, Any] | None], Awaitable[None]],
+    ) -> None:
+        self.data = data
+        self.tr = ui.element("tr").classes("border-b align-top")
+        self.cells: dict[str, ui.label] = {}
+        with self.tr:
+            for field, _ in COLUMNS:
+                with ui.element("td").classes("p-2"):
+                    self.cells[field] = ui.label("")
+            self.actions = ui.element("td").classes("p-1 whitespace-nowrap")
+        self.ask, self.act = ask, act
+        self.buttons: dict[str, ui.button] = {}
+
+    def show(self, data: dict[str, Any]) -> None:
+        self.data = data
+        for field, label in self.cells.items():
+            text = "" if data.get(field) is None else str(data[field])
+            if label.text != text:  # an unchanged cell sends nothing to the browser
+                label.text = text
+        state = data["state"]
+        wanted = {
+            "ack": state in ACKABLE,
+            "shelve": state not in ("shelved", "normal"),
+            "unshelve": state == "shelved",
+        }
+        # A button exists only while its action applies (not hidden: the page's and the
+        # tests' "first acknowledge button" is one that can be pressed).
+        for action, needed in wanted.items():
+            button = self.buttons.get(action)
+            if needed and button is None:
+                with self.actions:
+                    self.buttons[action] = self._button(action)
+            elif not needed and button is not None:
+                self.buttons.pop(action).delete()
+        for i, action in enumerate(a for a in BUTTONS if a in self.buttons):
+            if self.actions.default_slot.children.index(self.buttons[action]) != i:
+                self.buttons[action].move(target_index=i)
+
+    def _button(self, action: str) -> ui.button:
+        key = self.data["key"]
+        if action == "unshelve":
+            button = ui.button(
+                t("alarms.unshelve"), on_click=lambda: self.act(self.data, action, None)
+            )
+        else:
+            text = t("alarms.ack") if action == "ack" else t("alarms.shelve")
+            button = ui.button(text, on_click=lambda: self.ask(self.data, action))
+        colour = {"ack": "color=primary", "shelve": "color=secondary"}.get(action, "")
+        return button.props(f'dense flat {colour} data-testid="{action}-{key}"')
 
 
 @ui.page("/alarms")
@@ -30,6 +105,11 @@ async def alarms_page() -> RedirectResponse | None:
         return to_login
     client = api()
     with frame("alarms.title"):
+        try:
+            first = await client.get("/alarms")
+        except ApiError as exc:  # the role (or a platform user's grant) does not allow it
+            failure(exc)
+            return None
         with ui.row().classes("items-center gap-4"):
             state = (
                 ui.select(
@@ -49,37 +129,51 @@ async def alarms_page() -> RedirectResponse | None:
                 .props('data-testid="filter-priority" aria-label="priority"')
                 .classes("w-40")
             )
-        columns: list[dict[str, Any]] = [
-            {"name": "rule", "label": t("alarms.rule"), "field": "rule", "sortable": True},
-            {"name": "device", "label": t("alarms.device"), "field": "device", "sortable": True},
-            {"name": "state", "label": t("alarms.state"), "field": "state_text"},
-            {"name": "priority", "label": t("alarms.priority"), "field": "priority_text"},
-            {"name": "message", "label": t("alarms.message"), "field": "message"},
-            {"name": "since", "label": t("alarms.since"), "field": "last_change"},
-            {"name": "actions", "label": t("alarms.actions"), "field": "key"},
-        ]
-        table = (
-            ui.table(columns=columns, rows=[], row_key="key")
+        with (
+            ui.element("table")
+            .classes("w-full text-sm border-collapse")
             .props('data-testid="alarms" aria-label="alarms"')
-            .classes("w-full")
+        ):
+            with ui.element("thead"), ui.element("tr").classes("border-b text-left"):
+                for _, key in COLUMNS:
+                    with ui.element("th").props("scope=col").classes("p-2 font-medium"):
+                        ui.label(t(key))
+                with ui.element("th").props("scope=col").classes("p-2 font-medium"):
+                    ui.label(t("alarms.actions"))
+            body = ui.element("tbody")
+        empty = (
+            ui.label(t("alarms.none")).classes("text-gray-600").props('data-testid="alarms-none"')
         )
-        table.add_slot(
-            "body-cell-actions",
-            f"""
-            <q-td :props="props">
-              <q-btn dense flat color="primary" label="{t("alarms.ack")}"
-                v-if="props.row.state === 'unack_active' || props.row.state === 'unack_rtn'"
-                :data-testid="'ack-' + props.row.key"
-                @click="$parent.$emit('ack', props.row)" />
-              <q-btn dense flat color="secondary" label="{t("alarms.shelve")}"
-                v-if="props.row.state !== 'shelved' && props.row.state !== 'normal'"
-                @click="$parent.$emit('shelve', props.row)" />
-              <q-btn dense flat label="{t("alarms.unshelve")}" v-if="props.row.state === 'shelved'"
-                @click="$parent.$emit('unshelve', props.row)" />
-            </q-td>
-            """,
-        )
+        rows: dict[str, _Row] = {}
         notice = ui.label("").props('role="status" data-testid="alarm-notice"')
+
+        def show(data: dict[str, Any]) -> None:
+            """Update the table in place: cells and buttons of the rows it has, new rows
+            added, gone ones removed. (A ui.table redraws its slot templates as new Vue
+            components on every update, which dropped the keyboard focus; these are plain
+            elements patched by key, so a focused button stays focused.)"""
+            wanted = [
+                {
+                    **a,
+                    "key": f"{a['rule']}|{a['device']}",
+                    "state_text": t(f"alarm_state.{a['state']}"),
+                    "priority_text": t(PRIORITY_KEYS.get(int(a["priority"]), "alarms.p3")),
+                }
+                for a in data["alarms"]
+            ]
+            keys = {r["key"] for r in wanted}
+            for key in [k for k in rows if k not in keys]:
+                rows.pop(key).tr.delete()
+            for i, r in enumerate(wanted):
+                row = rows.get(r["key"])
+                if row is None:
+                    with body:
+                        row = rows[r["key"]] = _Row(r, comment_dialog, act)
+                row.show(r)
+                if body.default_slot.children.index(row.tr) != i:
+                    row.tr.move(target_index=i)
+            if empty.visible != (not wanted):
+                empty.set_visibility(not wanted)
 
         async def refresh() -> None:
             params: dict[str, Any] = {}
@@ -87,19 +181,12 @@ async def alarms_page() -> RedirectResponse | None:
                 params["state"] = state.value
             if prio.value:
                 params["priority"] = prio.value
-            data = await client.get("/alarms", **params)
-            rows = []
-            for a in data["alarms"]:
-                rows.append(
-                    {
-                        **a,
-                        "key": f"{a['rule']}|{a['device']}",
-                        "state_text": t(f"alarm_state.{a['state']}"),
-                        "priority_text": t(PRIORITY_KEYS.get(int(a["priority"]), "alarms.p3")),
-                    }
-                )
-            table.rows = rows
-            table.update()
+            try:
+                data = await client.get("/alarms", **params)
+            except ApiError as exc:  # e.g. the session or the grant ended: say so, keep rows
+                notice.text = t("app.error", reason=exc.message)
+                return
+            show(data)
 
         async def act(row: dict[str, Any], action: str, body: dict[str, Any] | None) -> None:
             path = f"/alarms/{row['rule']}/{row['device']}/{action}"
@@ -141,12 +228,9 @@ async def alarms_page() -> RedirectResponse | None:
                     ui.button(t("app.cancel"), on_click=dialog.close).props("flat")
             dialog.open()
 
-        table.on("ack", lambda e: comment_dialog(e.args, "ack"))
-        table.on("shelve", lambda e: comment_dialog(e.args, "shelve"))
-        table.on("unshelve", lambda e: act(e.args, "unshelve", None))
         state.on_value_change(lambda _: refresh())
         prio.on_value_change(lambda _: refresh())
-        await refresh()
+        show(first)
         ui.timer(3.0, refresh)
 
         ui.label(t("alarms.history")).classes("text-lg")
@@ -166,7 +250,11 @@ async def alarms_page() -> RedirectResponse | None:
             .props('dense data-testid="history" aria-label="alarm history"')
             .classes("w-full")
         )
-        data = await client.get("/alarms/history", limit=200)
+        try:
+            data = await client.get("/alarms/history", limit=200)
+        except ApiError as exc:
+            failure(exc)
+            return None
         history.rows = [
             {**h, "to_text": t(f"alarm_state.{h['to_state']}")} for h in reversed(data["events"])
         ]

@@ -4,7 +4,9 @@ watch it live, export it as a JSON file and import such a file.
 ``/dashboards`` lists the caller's own and the tenant's shared dashboards, creates one and
 imports a file; ``/dashboards/{id}`` shows one live (charts over ``/downsample``, values from
 ``/latest`` every few seconds, alarms from ``/alarms``, the OEE tile from the OEE app when it
-runs) and edits it: widgets are added and removed in the page and kept with "Save". Who may
+runs) and edits it: widgets are added in the page and kept with "Save"; each widget's own
+buttons edit its settings in a dialog, move it up or down or remove it, and keep the dashboard
+at once (PUT), redrawing the widgets but not the page. Who may
 change what is decided by the API (``api/dashboard_routes.py``); the page only hides the
 controls a read-only dashboard would refuse.
 """
@@ -23,7 +25,7 @@ from nicegui.events import UploadEventArguments
 
 from shopfloor.ui.client import ApiClient, ApiError
 from shopfloor.ui.i18n import t
-from shopfloor.ui.layout import frame, require_login
+from shopfloor.ui.layout import failure, frame, require_login
 from shopfloor.ui.pages.machine import bucket_for
 from shopfloor.ui.pages.tree import STATE_COLOURS, STATE_KEYS
 from shopfloor.ui.session import api
@@ -110,7 +112,7 @@ async def dashboards_page() -> RedirectResponse | None:
             try:
                 boards = (await client.get("/dashboards"))["dashboards"]
             except ApiError as exc:
-                ui.label(t("app.error", reason=exc.message)).classes("text-red-700")
+                failure(exc)
                 return
             if not boards:
                 ui.label(t("dashboards.none")).props('data-testid="dash-none"')
@@ -448,9 +450,12 @@ async def dashboard_page(dashboard_id: int) -> RedirectResponse | None:
         try:
             board = await client.get(f"/dashboards/{dashboard_id}")
         except ApiError as exc:
-            ui.label(t("app.error", reason=exc.message)).classes("text-red-700").props(
-                'role="alert" data-testid="board-error"'
-            )
+            if exc.status == 403:
+                failure(exc)
+            else:
+                ui.label(t("app.error", reason=exc.message)).classes("text-red-700").props(
+                    'role="alert" data-testid="board-error"'
+                )
             return None
         editable = bool(board["editable"])
         widgets: list[dict[str, Any]] = list(board["widgets"])
@@ -487,14 +492,15 @@ async def dashboard_page(dashboard_id: int) -> RedirectResponse | None:
         name.on_value_change(lambda _: dirty())
         scope.on_value_change(lambda _: dirty())
 
-        async def do_save() -> None:
+        async def do_save() -> bool:
             body = {"name": name.value.strip(), "scope": scope.value, "widgets": widgets}
             try:
                 saved = await client.put(f"/dashboards/{dashboard_id}", body)
             except ApiError as exc:
                 status.text = _refused(exc)
-                return
+                return False
             status.text = t("dashboards.saved", name=saved["name"])
+            return True
 
         async def do_export() -> None:
             try:
@@ -559,10 +565,7 @@ async def dashboard_page(dashboard_id: int) -> RedirectResponse | None:
                             ui.label(widget_title(w)).classes("font-bold")
                             ui.space()
                             if editable:
-                                ui.button(icon="close", on_click=lambda _, i=i: remove(i)).props(
-                                    f'flat dense round data-testid="remove-{i}" '
-                                    f'aria-label="{t("dashboards.remove_widget", n=i + 1)}"'
-                                )
+                                _widget_buttons(i, len(widgets), move, edit, remove)
                         error = ui.label("").classes("text-xs text-red-700")
                         update = await WIDGETS[w["kind"]](client, w)
                         updaters.append(_guarded(update, error))
@@ -570,11 +573,38 @@ async def dashboard_page(dashboard_id: int) -> RedirectResponse | None:
             # hold the page, nor one widget the others.
             ui.timer(0.05, lambda: _run_all(list(updaters), True), once=True)
 
-        async def remove(i: int) -> None:
-            del widgets[i]
-            dirty()
+        async def keep(changed: list[dict[str, Any]]) -> bool:
+            """Store the dashboard with ``changed`` as its widgets; on a refusal keep the old
+            ones (the status line names the API's reason)."""
+            before = list(widgets)
+            widgets[:] = changed
+            if not await do_save():
+                widgets[:] = before
+                return False
             await grid.refresh()
+            return True
 
+        async def remove(i: int) -> None:
+            await keep(widgets[:i] + widgets[i + 1 :])
+
+        async def move(i: int, step: int) -> None:
+            j = i + step
+            if not 0 <= j < len(widgets):
+                return
+            order = list(widgets)
+            order[i], order[j] = order[j], order[i]
+            await keep(order)
+
+        def edit(i: int) -> None:
+            async def store(changed: dict[str, Any]) -> bool:
+                return await keep([changed if k == i else w for k, w in enumerate(widgets)])
+
+            with dialogs:  # outside the grid: storing redraws the grid, not the dialog
+                _edit_dialog(i, widgets[i], signals, devices, store, status)
+
+        dialogs = ui.element("div")
+        signals: list[str] = []
+        devices: list[str] = []
         if editable:
             signals, devices = await _options(client)
             with (
@@ -593,6 +623,140 @@ async def dashboard_page(dashboard_id: int) -> RedirectResponse | None:
 
         ui.timer(REFRESH_S, tick)
     return None
+
+
+def _widget_buttons(
+    i: int,
+    count: int,
+    move: Callable[[int, int], Awaitable[None]],
+    edit: Callable[[int], None],
+    remove: Callable[[int], Awaitable[None]],
+) -> None:
+    """A widget's own controls: move up, move down, edit, remove (each labelled)."""
+    up = ui.button(icon="arrow_upward", on_click=lambda: move(i, -1)).props(
+        f'flat dense round data-testid="up-{i}" aria-label="{t("dashboards.move_up", n=i + 1)}"'
+    )
+    down = ui.button(icon="arrow_downward", on_click=lambda: move(i, 1)).props(
+        f'flat dense round data-testid="down-{i}" aria-label="{t("dashboards.move_down", n=i + 1)}"'
+    )
+    if i == 0:
+        up.disable()
+    if i == count - 1:
+        down.disable()
+    ui.button(icon="edit", on_click=lambda: edit(i)).props(
+        f'flat dense round data-testid="edit-{i}" aria-label="{t("dashboards.edit_widget", n=i + 1)}"'
+    )
+    ui.button(icon="close", on_click=lambda: remove(i)).props(
+        f'flat dense round data-testid="remove-{i}" '
+        f'aria-label="{t("dashboards.remove_widget", n=i + 1)}"'
+    )
+
+
+def _edit_dialog(
+    i: int,
+    w: dict[str, Any],
+    signals: list[str],
+    devices: list[str],
+    store: Callable[[dict[str, Any]], Awaitable[bool]],
+    status: ui.label,
+) -> None:
+    """The settings of widget ``i`` in a dialog; "Save" stores the dashboard at once."""
+    opts = dict(w.get("options") or {})
+    # The widget's own values stay choosable even when the pickers' lists lack them (a signal
+    # since removed, a device out of the caller's view): the API decides on saving.
+    signal_choices = sorted(set(signals) | set(w.get("signals") or []))
+    device_choices = {"": t("dashboards.any_device"), **{d: d for d in devices}}
+    if w.get("device") and w["device"] not in device_choices:
+        device_choices[w["device"]] = w["device"]
+    heading = t("dashboards.edit_title", n=i + 1, kind=kind_labels()[w["kind"]])
+    with (
+        ui.dialog() as dialog,
+        ui.card()
+        .classes("w-[44rem] max-w-full")
+        .props(f'data-testid="edit-dialog" role="dialog" aria-label="{_attr(heading)}"'),
+    ):
+        ui.label(heading).classes("text-lg").props('role="heading" aria-level="2"')
+        title = (
+            ui.input(t("dashboards.widget_title"), value=w.get("title") or "")
+            .props('data-testid="e-title" maxlength=200 autofocus')
+            .classes("w-full")
+        )
+        picked = (
+            ui.select(
+                signal_choices,
+                multiple=True,
+                with_input=True,
+                value=list(w.get("signals") or []),
+                label=t("dashboards.signals"),
+            )
+            .props('use-chips data-testid="e-signals" aria-label="signals"')
+            .classes("w-full")
+        )
+        device = (
+            ui.select(
+                device_choices,
+                value=w.get("device") or "",
+                with_input=True,
+                label=t("dashboards.device"),
+            )
+            .props('data-testid="e-device" aria-label="device"')
+            .classes("w-72")
+        )
+        with ui.row().classes("items-end gap-4"):
+            span = (
+                ui.select(
+                    list(RANGES), value=opts.get("range") or "1h", label=t("dashboards.range")
+                )
+                .props('data-testid="e-range" aria-label="range"')
+                .classes("w-32")
+            )
+            low = ui.number(t("dashboards.min"), value=opts.get("min")).props('data-testid="e-min"')
+            high = ui.number(t("dashboards.max"), value=opts.get("max")).props(
+                'data-testid="e-max"'
+            )
+            for field in (low, high):
+                field.classes("w-28").set_visibility(w["kind"] == "gauge")
+            unit = (
+                ui.input(t("dashboards.unit"), value=opts.get("unit") or "")
+                .props('data-testid="e-unit" maxlength=50')
+                .classes("w-24")
+            )
+            widths = width_labels()
+            current_w = int(w.get("w") or 6)
+            if current_w not in widths:  # an imported width the picker does not offer
+                widths[current_w] = str(current_w)
+            width = (
+                ui.select(widths, value=current_w, label=t("dashboards.width"))
+                .props('data-testid="e-width" aria-label="width"')
+                .classes("w-32")
+            )
+        problem = ui.label("").classes("text-red-700").props('role="alert" data-testid="e-error"')
+
+        async def ok() -> None:
+            changed = {
+                **w,
+                "title": title.value.strip(),
+                "signals": list(picked.value or []),
+                "device": device.value or None,
+                "options": {
+                    **opts,
+                    "range": span.value,
+                    "min": None if low.value is None else float(low.value),
+                    "max": None if high.value is None else float(high.value),
+                    "unit": unit.value.strip(),
+                },
+                "w": int(width.value),
+            }
+            if await store(changed):
+                dialog.close()
+            else:  # the API's refusal, naming the field, where the user is looking
+                problem.text = status.text
+
+        title.on("keydown.enter", ok)
+        with ui.row():
+            ui.button(t("dashboards.save"), on_click=ok).props('data-testid="e-save"')
+            ui.button(t("app.cancel"), on_click=dialog.close).props('flat data-testid="e-cancel"')
+    dialog.open()
 
 
 async def _run_all(updaters: list[Updater], full: bool) -> None:

@@ -8,7 +8,7 @@ from nicegui import app, ui
 from shopfloor.ui.client import ApiError
 from shopfloor.ui.i18n import LANGUAGES, current_language, t
 from shopfloor.ui.layout import set_language
-from shopfloor.ui.session import api
+from shopfloor.ui.session import api, choose_tenant, landing
 
 
 @ui.page("/login")
@@ -54,8 +54,13 @@ def login_page() -> RedirectResponse | None:
             finally:
                 await client.close()
             app.storage.user["token"] = answer["token"]
-            app.storage.user["user"] = {**answer["user"], "tenant": body["tenant"]}
-            ui.navigate.to("/")
+            app.storage.user["user"] = me = {**answer["user"], "tenant": body["tenant"]}
+            # A new login starts outside any tenant a platform user had chosen before.
+            choose_tenant(None)
+            app.storage.user.pop("tenant_access", None)
+            # The first page the roles may read: an auditor the audit log, a platform admin
+            # the tenant choice (the plant page would only be refused).
+            ui.navigate.to(landing(me))
 
         for field in (tenant, username, password, totp):
             field.on("keydown.enter", submit)

@@ -1,8 +1,9 @@
 """A machine: live values, charts over any historian range, and the state timeline.
 
 Charts ask the historian for about ``BUCKETS`` buckets over the visible range (server-side
-downsampling, min / avg / max per bucket), so a week of 1 Hz data renders as fast as an hour;
-zooming in asks again for the narrower range at a finer bucket.
+downsampling, the average per bucket; all chosen signals in one call), or whole hours over
+long ranges (``bucket_for``), so a week of 1 Hz data renders as fast as an hour; zooming in
+asks again for the narrower range at a finer bucket.
 """
 
 from __future__ import annotations
@@ -12,51 +13,91 @@ from typing import Any, Final
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
+from shopfloor.core.timeutil import now_ns
+from shopfloor.ui.client import ApiError
 from shopfloor.ui.i18n import t
-from shopfloor.ui.layout import frame, require_login
+from shopfloor.ui.layout import failure, frame, require_login
 from shopfloor.ui.pages.tree import STATE_COLOURS, STATE_KEYS
 from shopfloor.ui.session import api
 
 BUCKETS: Final = 600
+HOUR_S: Final = 3600
+WHOLE_HOURS_FROM: Final = 100 * HOUR_S  # spans this long get buckets of whole hours
 RANGES: Final = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 NS: Final = 1_000_000_000
 DEFAULT_SIGNALS: Final = ("motor_temp", "bearing_temp", "vib_x_rms")
 
 
 def bucket_for(span_s: float) -> str:
-    """A bucket width that gives about BUCKETS buckets over ``span_s`` (at least 1 s)."""
+    """A bucket width that gives about BUCKETS buckets over ``span_s`` (at least 1 s).
+
+    From WHOLE_HOURS_FROM on, whole hours (fewer buckets: 168 over a week): the historian
+    answers those from its hourly rollups, any other width by decoding every point in the
+    range. Measured on the demo with 7 days of 1 Hz data for 10 signals (6.05 M points):
+    0.25 s at 1 h, 6 to 24 s at 1008 s (tests/ui/test_machine_week.py).
+    """
+    if span_s >= WHOLE_HOURS_FROM:
+        return f"{max(1, round(span_s / BUCKETS / HOUR_S))}h"
     return f"{max(1, int(span_s // BUCKETS))}s"
 
 
-def _iso(ns: int) -> str:
-    from shopfloor.core.timeutil import to_iso
+def zoom_window(args: dict[str, Any], lo_ms: int, hi_ms: int) -> tuple[int, int] | None:
+    """The window (ms) a dataZoom event asks for, over the full view ``lo_ms .. hi_ms``.
 
-    return to_iso(ns)
+    ECharts sends values when the zoom was dispatched with them, and percentages of the axis
+    when the user zooms with the wheel or the slider (the axis is fixed to the full view, so
+    a percentage always means the same instant)."""
+    batch = (args.get("batch") or [args])[0] or {}
+    if batch.get("startValue") is not None and batch.get("endValue") is not None:
+        return int(batch["startValue"]), int(batch["endValue"])
+    if batch.get("start") is not None and batch.get("end") is not None:
+        width = hi_ms - lo_ms
+        return (
+            lo_ms + int(width * float(batch["start"]) / 100),
+            lo_ms + int(width * float(batch["end"]) / 100),
+        )
+    return None
 
 
 @ui.page("/machine/{name}")
-async def machine_page(name: str) -> RedirectResponse | None:
+async def machine_page(
+    name: str, range: str = "1h", signals: str | None = None
+) -> RedirectResponse | None:
+    """``?range=7d`` opens another span, ``?signals=a,b`` (or ``all``) other signals."""
     if (to_login := require_login()) is not None:
         return to_login
     client = api()
     with frame("machine.title"):
         ui.label(name).classes("text-xl").props('data-testid="machine-name"')
-        latest = await client.get("/latest", device=name)
-        signals = sorted(str(p["signal"]).split("/", 1)[1] for p in latest["points"])
-        numeric = [s for s in signals if s != "state"]
-        chosen = [s for s in DEFAULT_SIGNALS if s in numeric] or numeric[:3]
+        try:
+            latest = await client.get("/latest", device=name)
+        except ApiError as exc:
+            failure(exc)
+            return None
+        known = sorted(str(p["signal"]).split("/", 1)[1] for p in latest["points"])
+        numeric = [s for s in known if s != "state"]
+        if signals == "all":
+            chosen = numeric
+        elif signals:
+            chosen = [s for s in signals.split(",") if s in numeric]
+        else:
+            chosen = [s for s in DEFAULT_SIGNALS if s in numeric] or numeric[:3]
         with ui.row().classes("items-center gap-4"):
             picker = ui.select(numeric, value=chosen, multiple=True, label=t("machine.signals"))
             picker.props('use-chips data-testid="signals" aria-label="signals"').classes("w-96")
-            span = ui.toggle(list(RANGES), value="1h").props('data-testid="range"')
+            span = ui.toggle(list(RANGES), value=range if range in RANGES else "1h").props(
+                'data-testid="range" aria-label="range"'
+            )
         chart = (
             ui.echart(
                 {
                     "tooltip": {"trigger": "axis"},
-                    "legend": {},
+                    "legend": {"type": "scroll", "top": 0},
+                    "grid": {"top": 40, "bottom": 60},
                     "xAxis": {"type": "time"},
                     "yAxis": {"type": "value", "scale": True},
-                    "dataZoom": [{"type": "inside"}, {"type": "slider"}],
+                    "dataZoom": [{"type": "inside"}, {"type": "slider", "bottom": 10}],
+                    "animation": False,
                     "series": [],
                 }
             )
@@ -68,76 +109,83 @@ async def machine_page(name: str) -> RedirectResponse | None:
                 {
                     "xAxis": {"type": "time"},
                     "yAxis": {"type": "category", "data": [t("machine.state")]},
+                    "animation": False,
                     "series": [],
                 }
             )
             .classes("w-full h-24")
             .props('data-testid="timeline"')
         )
+        timeline.set_visibility("state" in known)
         status = ui.label("").props('data-testid="chart-status" role="status"')
+        view = {"lo": 0, "hi": 0}  # the full view in ms (the axis' fixed ends)
 
-        async def load(start_ns: int | None = None, end_ns: int | None = None) -> None:
-            span_s = RANGES[str(span.value)]
-            start = _iso(start_ns) if start_ns else f"-{span_s}s"
-            end = _iso(end_ns) if end_ns else "now"
-            width = (end_ns - start_ns) / NS if start_ns and end_ns else span_s
-            interval = bucket_for(width)
+        async def load(lo_ms: int | None = None, hi_ms: int | None = None) -> None:
+            if lo_ms is None or hi_ms is None:
+                # One absolute window for all calls of this view: the chart's axis, the
+                # signals and the state timeline cover the same instants.
+                hi_ms = now_ns() // 1_000_000
+                lo_ms = hi_ms - RANGES[str(span.value)] * 1000
+                view["lo"], view["hi"] = lo_ms, hi_ms
+                for axis in (chart.options["xAxis"], timeline.options["xAxis"]):
+                    axis["min"], axis["max"] = lo_ms, hi_ms
+            interval = bucket_for((hi_ms - lo_ms) / 1000)
             keys = [f"{name}/{s}" for s in picker.value or []]
+            window = {"start": str(lo_ms), "end": str(hi_ms), "interval": interval}
             series: list[dict[str, Any]] = []
             if keys:
+                # All signals in one call: the historian reads them in one query.
                 data = await client.get(
-                    "/downsample",
-                    signal=keys,
-                    start=start,
-                    end=end,
-                    interval=interval,
-                    agg=["avg", "min", "max"],
-                    time_format="ms",
+                    "/downsample", signal=keys, agg=["avg"], time_format="ms", **window
                 )
                 for s in data["series"]:
                     label = str(s["signal"]).split("/", 1)[1]
+                    points = [[b, v] for b, v in zip(s["bucket"], s["avg"], strict=True)]
                     series.append(
                         {
                             "name": label,
                             "type": "line",
                             "showSymbol": False,
-                            "data": [[b, v] for b, v in zip(s["bucket"], s["avg"], strict=True)],
+                            "sampling": "lttb",
+                            "data": points,
                         }
                     )
             chart.options["series"] = series
             chart.update()
-            states = await client.get(
-                "/downsample",
-                signal=[f"{name}/state"],
-                start=start,
-                end=end,
-                interval=interval,
-                agg=["last"],
-                time_format="ms",
-            )
-            bars = []
-            for s in states["series"]:
-                for b, v in zip(s["bucket"], s["last"], strict=True):
-                    if v is None:
-                        continue
-                    colour = STATE_COLOURS.get(int(v), "grey")
-                    bars.append({"value": [b, 0], "itemStyle": {"color": colour}})
-            timeline.options["series"] = [
-                {"type": "scatter", "symbol": "rect", "symbolSize": [6, 30], "data": bars}
-            ]
-            timeline.update()
+            if "state" in known:
+                states = await client.get(
+                    "/downsample",
+                    signal=[f"{name}/state"],
+                    agg=["last"],
+                    time_format="ms",
+                    **window,
+                )
+                bars = []
+                for s in states["series"]:
+                    for b, v in zip(s["bucket"], s["last"], strict=True):
+                        if v is None:
+                            continue
+                        colour = STATE_COLOURS.get(int(v), "grey")
+                        bars.append({"value": [b, 0], "itemStyle": {"color": colour}})
+                timeline.options["series"] = [
+                    {"type": "scatter", "symbol": "rect", "symbolSize": [6, 30], "data": bars}
+                ]
+                timeline.update()
             status.text = t(
                 "machine.loaded", n=sum(len(x["data"]) for x in series), bucket=interval
             )
 
         async def on_zoom(e: Any) -> None:
-            args = e.args or {}
-            batch = (args.get("batch") or [args])[0]
-            lo, hi = batch.get("startValue"), batch.get("endValue")
-            if lo is not None and hi is not None:
-                await load(int(lo) * 1_000_000, int(hi) * 1_000_000)
+            window = zoom_window(e.args or {}, view["lo"], view["hi"])
+            if window is None:
+                return
+            lo, hi = window
+            if hi - lo >= view["hi"] - view["lo"]:
+                await load(view["lo"], view["hi"])  # zoomed out to the whole view
+            elif hi > lo:
+                await load(lo, hi)
 
-        chart.on("chart:datazoom", on_zoom)
+        chart.on("chart:datazoom", on_zoom, throttle=0.15, leading_events=False)
         picker.on_value_change(lambda _: load())
         span.on_value_change(lambda _: load())
         await load()

@@ -7,8 +7,9 @@ from typing import Any, Final
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
+from shopfloor.ui.client import ApiError
 from shopfloor.ui.i18n import t
-from shopfloor.ui.layout import frame, require_login
+from shopfloor.ui.layout import failure, frame, require_login
 from shopfloor.ui.session import api
 
 # The demo factory's PackML-like state codes (docs/simulator.md); other plants map theirs.
@@ -61,7 +62,11 @@ async def tree_page() -> RedirectResponse | None:
         return to_login
     client = api()
     with frame("tree.title"):
-        tree = await client.get("/tree")
+        try:
+            tree = await client.get("/tree")
+        except ApiError as exc:  # e.g. an auditor, or a platform admin without a grant
+            failure(exc)
+            return None
         nodes = _nodes(tree)
         devices = _devices(nodes)
         with ui.row().classes("w-full gap-8 items-start"):
@@ -78,10 +83,25 @@ async def tree_page() -> RedirectResponse | None:
                     ui.label(name).classes("font-bold")
                     cards[name] = ui.label("…").props(f'data-testid="state-{name}"')
 
+        # Only machines with a state signal are asked for one: the API refuses the whole
+        # call when one key is unknown (a device that sends no state, e.g. a new machine).
+        try:
+            keys = {str(s["key"]) for s in await client.get("/signals")}
+        except ApiError as exc:
+            failure(exc)
+            return None
+        stated = [n for n in devices if f"{n}/state" in keys]
+        for name in devices:
+            if name not in stated:
+                cards[name].text = t("state.unknown")
+
         async def refresh() -> None:
-            if not devices:
+            if not stated:
                 return
-            latest = await client.get("/latest", signal=[f"{n}/state" for n in devices])
+            try:
+                latest = await client.get("/latest", signal=[f"{n}/state" for n in stated])
+            except ApiError:  # a session or grant ended: the next page load says why
+                return
             for point in latest.get("points", []):
                 name = str(point["signal"]).rsplit("/", 1)[0]
                 if name not in cards or point.get("value") is None:

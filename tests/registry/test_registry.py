@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -440,6 +441,38 @@ def test_concurrent_resolve_across_registry_instances(
         other.close()
 
 
+def test_write_transactions_take_turns_across_registry_instances(registry: Registry) -> None:
+    """Read-then-write in ``_write`` (as the audit chain and the credential generation do) loses
+    no update when two processes write at once: SQLite's BEGIN IMMEDIATE, PostgreSQL's
+    transaction lock."""
+    from sqlalchemy import select
+
+    from shopfloor.registry.models import DeviceAuthState
+
+    other = Registry(registry.url)
+    rounds = 15
+
+    def bump(reg: Registry) -> None:
+        for _ in range(rounds):
+            with reg._write() as s:
+                row = s.scalars(select(DeviceAuthState).where(DeviceAuthState.id == 1)).one()
+                seen = row.generation
+                time.sleep(0.002)  # the other writer gets its chance to interleave here
+                row.generation = seen + 1
+
+    try:
+        threads = [threading.Thread(target=bump, args=(r,)) for r in (registry, other) * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with registry._read() as s:
+            gen = s.scalar(select(DeviceAuthState.generation).where(DeviceAuthState.id == 1))
+        assert gen == 4 * rounds
+    finally:
+        other.close()
+
+
 def test_resolve_keys(registry: Registry, tenant: TenantInfo) -> None:
     ids = registry.resolve(tenant.id, "d1", ["a", "b"])
     fresh = Registry(registry.url)  # an empty cache: the keys come from the database
@@ -501,3 +534,14 @@ def test_tenants_are_isolated(registry: Registry) -> None:
     assert registry.list_devices(a.id) == []
     assert registry.list_assets(a.id) == []
     assert registry.tree(a.id) == []
+
+
+def test_registry_urls_take_the_historians_plain_postgresql_scheme() -> None:
+    from shopfloor.registry.service import registry_url
+
+    for plain in ("postgresql://sf@db/sf", "postgres://sf@db/sf"):
+        assert registry_url(plain).drivername == "postgresql+psycopg"
+    assert registry_url("postgresql+psycopg://sf@db/sf").drivername == "postgresql+psycopg"
+    assert registry_url("sqlite:///x.db").drivername == "sqlite"
+    with pytest.raises(BadInput, match=r"not a database URL.*postgresql://"):
+        Registry("registry.db")

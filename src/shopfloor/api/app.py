@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 import shopfloor
@@ -120,4 +121,67 @@ def create_app(
             "historian": plat.historian.stats(),
         }
 
+    return app
+
+
+# Roles whose processes serve no API: only a health probe for the orchestrator.
+HEALTH_ONLY_ROLES = frozenset({"ingest", "rules"})
+
+
+def create_worker_app(settings: Settings, on_start: Sequence[StartHook] = ()) -> FastAPI:
+    """The HTTP side of an ``ingest`` or ``rules`` process: ``/api/v1/health`` (and
+    ``/health``) alone, so an orchestrator can probe it; no API, no console.
+
+    The probe answers 503 until the process does its work: an ingest worker's subscription is
+    up (its MQTT session connected), so a rolling restart waits for it.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plat = Platform(settings)
+        app.state.platform = plat
+        plat.start_background()
+        for hook in on_start:
+            plat.spawn(hook(plat))
+        try:
+            yield
+        finally:
+            await plat.stop_background()
+            plat.close()
+
+    app = FastAPI(
+        title=f"Shopfloor {settings.role} worker",
+        version=shopfloor.__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    async def health() -> JSONResponse:
+        plat: Platform = app.state.platform
+        body: dict[str, object] = {
+            "status": "ok",
+            "role": plat.role,
+            "version": shopfloor.__version__,
+            # Committed by this process; a count that needs no query (probed often).
+            "historian": {"points_written": getattr(plat.historian, "points_written", None)},
+        }
+        if plat.bus is not None:
+            bus = plat.bus
+            body["bus"] = {
+                "published": bus.published,
+                "received": bus.received,
+                "dropped": bus.dropped,
+                "rejected": bus.rejected,
+            }
+        if plat.mqtt is not None:
+            body["mqtt"] = plat.mqtt.stats()
+            body["messages_stored"] = plat.mqtt.batcher.messages
+            if not plat.mqtt.started.is_set():
+                body["status"] = "starting"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    app.add_api_route("/api/v1/health", health, methods=["GET"])
+    app.add_api_route("/health", health, methods=["GET"])
     return app

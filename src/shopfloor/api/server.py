@@ -1,4 +1,4 @@
-"""Running the app: one uvicorn process, tuned for ingest."""
+"""Running the app: one uvicorn process, tuned for ingest; what it serves follows its role."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import TextIO
 
 import uvicorn
 
-from shopfloor.api.app import StartHook, create_app
+from shopfloor.api.app import HEALTH_ONLY_ROLES, StartHook, create_app, create_worker_app
+from shopfloor.api.platform import check_role
 from shopfloor.core.config import Settings
 from shopfloor.security.tls import ServerCert, server_certificate
 
@@ -21,9 +22,13 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 def run_server(settings: Settings, on_start: Sequence[StartHook] = ()) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_role(settings)  # a role the storage cannot serve stops the start, with the setting
     tls = tls_options(settings)  # before the app: a bad certificate stops the start
-    application = create_app(settings, on_start=on_start)
-    if settings.ui:
+    if settings.role in HEALTH_ONLY_ROLES:
+        application = create_worker_app(settings, on_start)
+    else:
+        application = create_app(settings, on_start=on_start)
+    if settings.ui and settings.role in ("all", "api"):
         from shopfloor.ui.mount import install  # NiceGUI is global: one console per process
 
         install(application, settings.data_dir)

@@ -19,6 +19,7 @@ from shopfloor.cli.apps import app as apps_app
 from shopfloor.cli.audit import app as audit_app
 from shopfloor.cli.device import app as device_app
 from shopfloor.cli.edge import app as edge_app
+from shopfloor.cli.migrate import migrate
 from shopfloor.cli.rules import alarms_app, rules_app
 from shopfloor.cli.user import app as user_app
 from shopfloor.core.config import Settings, load_settings
@@ -40,6 +41,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(apps_app, name="app")
+app.command()(migrate)
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -110,12 +112,16 @@ def _tenant(platform, name: str):  # type: ignore[no-untyped-def]
         )
 
 
-def serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[type-arg]
+def _serve(settings: Settings, on_start: tuple = ()) -> None:  # type: ignore[type-arg]
     _need_platform()
     from shopfloor.api.server import run_server
 
     url = f"{'https' if settings.https else 'http'}://{settings.http_host}:{settings.http_port}"
-    console.print(f"Shopfloor on [bold]{url}[/bold]  (API docs: {url}/docs)")
+    if settings.role in ("ingest", "rules"):
+        console.print(f"Shopfloor {settings.role} worker; health probe on {url}/api/v1/health")
+    else:
+        role = "" if settings.role == "all" else f" ({settings.role} role)"
+        console.print(f"Shopfloor{role} on [bold]{url}[/bold]  (API docs: {url}/docs)")
     console.print(
         f"Data folder: {settings.data_dir.resolve()}  admin key: {settings.data_dir / 'admin.key'}"
     )
@@ -141,7 +147,33 @@ def up(
     ] = None,
 ) -> None:
     """Run the platform on embedded defaults: SQLite registry, DuckDB historian, one folder."""
-    serve(_settings(config, data_dir=data_dir, http_host=host, http_port=port, https=https))
+    _serve(_settings(config, data_dir=data_dir, http_host=host, http_port=port, https=https))
+
+
+ROLES = ("all", "api", "ingest", "rules")
+
+
+@app.command()
+def serve(
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="What this process runs: all (as 'up'), api (HTTP API and console), ingest "
+            "(MQTT subscriber of an external broker), rules (rules, apps, retention); default "
+            "the 'role' setting. Roles other than all need PostgreSQL: see docs/scale-out.md."
+        ),
+    ] = None,
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
+    http_port: Annotated[
+        int | None, typer.Option("--http-port", help="HTTP port (ingest/rules: the health probe).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind; 0.0.0.0 for all.")] = None,
+) -> None:
+    """Run one process of a scaled-out deployment in the given role (`up` with a role)."""
+    if role is not None and role not in ROLES:
+        _fail(ValueError(f"--role must be one of {', '.join(ROLES)}, not {role!r}"))
+    _serve(_settings(config, data_dir=data_dir, http_host=host, http_port=http_port, role=role))
 
 
 @app.command()
@@ -170,7 +202,7 @@ def demo(
 
     settings = _settings(None, data_dir=data_dir, http_port=port)
     factory = DemoFactory(seed=seed, backfill=backfill, history=history, apps=apps)
-    serve(settings, on_start=(factory.run,))
+    _serve(settings, on_start=(factory.run,))
 
 
 @tenant_app.command("create")
@@ -414,6 +446,8 @@ BENCHMARKS = (
     "alarm-latency",
     "anomaly",
     "rul",
+    "historian-postgres",
+    "scale-out",
 )
 
 

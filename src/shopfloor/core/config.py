@@ -20,10 +20,19 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_dir: Path = Field(Path("shopfloor-data"), description="Folder holding all platform data.")
+    role: Literal["all", "api", "ingest", "rules"] = Field(
+        "all",
+        description="What this process runs (docs/scale-out.md): all (one process, the default), "
+        "api (HTTP API and console), ingest (MQTT subscriber of an external broker), rules "
+        "(rules, apps, retention). Roles other than all need PostgreSQL for registry and "
+        "historian.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
     registry_url: str | None = Field(
-        None, description="SQLAlchemy URL of the registry; default SQLite in data_dir."
+        None,
+        description="SQLAlchemy URL of the registry: sqlite:///<file> (default "
+        "<data_dir>/registry.db) or postgresql://user@host/db.",
     )
     historian_url: str | None = Field(
         None,
@@ -63,6 +72,18 @@ class Settings(BaseModel):
     )
     mqtt_share_group: str = Field(
         "shopfloor", description="Shared subscription group of the ingest workers (external)."
+    )
+    rules_partition: str = Field(
+        "0/1",
+        description="The devices a rules process evaluates, INDEX/COUNT (docs/scale-out.md): "
+        "run COUNT rules processes with indexes 0 to COUNT-1; partition 0 also runs the apps "
+        "and retention.",
+    )
+    mqtt_client_id: str | None = Field(
+        None,
+        description="MQTT client id of this process's broker session (external); default one "
+        "made once and kept in <data_dir>/mqtt-client-id, so a restarted ingest worker takes "
+        "back the messages its session had not acknowledged.",
     )
     mqtt_dynsec_url: str | None = Field(
         None,

@@ -17,7 +17,7 @@ from shopfloor.historian.backend import RAW_SCHEMA
 _NO_TS = np.iinfo(np.int64).min
 
 
-def _newest_rows(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+def newest_rows(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
     """Per signal, the row with the greatest timestamp; on a tie the later row, because
     lexsort is stable (a third key for the row order doubled the cost of every commit)."""
     order = np.lexsort((ts, sid))
@@ -53,14 +53,18 @@ class LatestCache:
             self._quality[:] = 0
             self._text.clear()
 
-    def update(self, batch: pa.Table | pa.RecordBatch) -> None:
-        """Fold a committed batch in: per signal its newest point; ties go to the later row."""
+    def update(
+        self, batch: pa.Table | pa.RecordBatch, last: npt.NDArray[np.intp] | None = None
+    ) -> None:
+        """Fold a committed batch in: per signal its newest point; ties go to the later row.
+        ``last``: those rows, when the caller found them already (:func:`newest_rows`)."""
         n = batch.num_rows
         if not n:
             return
         sid = np.asarray(batch.column("signal_id"), dtype=np.int32)
         ts = np.asarray(batch.column("ts"), dtype=np.int64)
-        last = _newest_rows(sid, ts)
+        if last is None:
+            last = newest_rows(sid, ts)
         self._apply(
             np.asarray(batch.column("tenant_id"), dtype=np.int32)[last],
             sid[last],
@@ -71,6 +75,19 @@ class LatestCache:
             np.asarray(batch.column("quality"), dtype=np.uint32)[last],
             batch.column("text").take(pa.array(last)),
         )
+
+    def apply_numbers(
+        self,
+        tenant: npt.NDArray[np.int32],
+        sid: npt.NDArray[np.int32],
+        ts: npt.NDArray[np.int64],
+        value: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.uint32],
+    ) -> None:
+        """Fold in points without text, at most one per signal (another process's commit,
+        announced by the PostgreSQL historian); older than what is held changes nothing."""
+        if len(sid):
+            self._apply(tenant, sid, ts, value, quality, pa.nulls(len(sid), pa.string()))
 
     def _apply(
         self,
@@ -100,6 +117,35 @@ class LatestCache:
                     self._text.pop(key, None)
                 else:
                     self._text[key] = txt
+
+    def drain(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.bool_],
+    ]:
+        """Every signal held (tenant, signal, ts, value, quality, whether its newest point is
+        a text), then forget them all: the PostgreSQL historian's values not yet announced."""
+        with self._lock:
+            sid = np.flatnonzero(self._ts != _NO_TS).astype(np.int32)
+            out = (
+                self._tenant[sid],
+                sid,
+                self._ts[sid],
+                self._value[sid],
+                self._quality[sid],
+                np.isin(sid, np.fromiter(self._text, np.int64, len(self._text))),
+            )
+            self._tenant[sid] = -1
+            self._ts[sid] = _NO_TS
+            self._value[sid] = np.nan
+            self._quality[sid] = 0
+            self._text.clear()
+            return out
 
     def load(self, table: pa.Table) -> None:
         """Seed from storage: a table with tenant_id, signal_id, ts, value, text, quality."""

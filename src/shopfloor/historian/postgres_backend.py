@@ -24,16 +24,27 @@ meanwhile are not in the snapshot and stay), COMMIT, then VACUUM the recent tabl
 Reads run in REPEATABLE READ transactions, so blocks and recent rows come from one snapshot and
 a concurrent compaction can neither hide a point nor show a stale one. Recent rows override
 block points of the same (signal, ts).
+
+Several processes on one database (docs/scale-out.md): after its commits the writer NOTIFYs
+the channel ``shopfloor_latest_<schema hash>`` with each signal's newest point committed since
+its last notification (numbers), or asks for a re-read (text): the first commit after a quiet
+spell at once, then at most every ``notify_interval_s``, so that a busy writer pays for the
+signals that changed, not for every commit. Only committed points are announced. Every other
+process LISTENs on a connection of its own, in a thread, and folds them into its latest-value
+cache: ``latest`` there is current within about ``notify_interval_s`` of the writer's commit. Background compaction takes the advisory lock with
+``pg_try_advisory_lock``: when another process is compacting, this one skips its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures as cf
 import contextlib
 import functools
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 import pyarrow as pa
+from psycopg import sql
 
 from shopfloor.core.errors import StorageError
 from shopfloor.core.types import POINT_SCHEMA
@@ -57,7 +69,7 @@ from shopfloor.historian.blocks import (
     encode_block,
 )
 from shopfloor.historian.duckdb_backend import Waiter, _ids, _settle
-from shopfloor.historian.latest import LatestCache
+from shopfloor.historian.latest import LatestCache, newest_rows
 from shopfloor.historian.postgres_copy import (
     READ_SELECT,
     RECENT_COLUMNS,
@@ -86,6 +98,20 @@ _BLOCK_TYPES: Final = [_PG_TYPES[t] for _, t in BLOCK_COLUMNS]
 _BLOCK_FETCH: Final = "signal_id, n, ts_blob, v_blob, vmask_blob, q_blob, text_blob"
 _KEYS: Final = "unnest(%s::int4[], %s::int4[], %s::int8[])"
 
+# NOTIFY payloads of the latest values: "<origin>v<base64 of records>" with one record per
+# signal (its newest point of the commit), or "<origin>r<base64 of (tenant, signal) pairs>"
+# for signals whose newest point is a text (read back from the tables). PostgreSQL takes
+# payloads up to 8000 bytes: 200 records are 5,600 bytes, 7,468 in base64.
+LATEST_RECORD: Final = np.dtype(
+    [("tenant", "<i4"), ("sid", "<i4"), ("ts", "<i8"), ("value", "<f8"), ("quality", "<u4")]
+)
+_PAIR: Final = np.dtype([("tenant", "<i4"), ("sid", "<i4")])
+NOTIFY_RECORDS: Final = 200
+NOTIFY_PAIRS: Final = 700
+_ORIGIN_LEN: Final = 16  # hex characters of the process's origin tag
+LISTEN_POLL_S: Final = 0.5  # how often the listener thread looks at the stop flag
+LISTEN_RETRY_S: Final = 1.0
+
 _SCHEMA_SQL: Final = [
     "CREATE TABLE IF NOT EXISTS hist_recent ("
     "tenant_id int4 NOT NULL, signal_id int4 NOT NULL, ts int8 NOT NULL, value float8, "
@@ -102,6 +128,10 @@ _SCHEMA_SQL: Final = [
         if t == "BLOB"
     ),
 ]
+
+
+class _Busy(Exception):
+    """Another process holds the maintenance lock."""
 
 
 class _ConnectionLost(StorageError):
@@ -234,7 +264,13 @@ class PostgresHistorian:
         compact_interval_s: float = 300.0,
         background: bool = True,
         pool_size: int = 8,
+        notify: bool = True,
+        listen: bool = True,
+        notify_interval_s: float = 0.1,
     ) -> None:
+        """``notify``: announce the newest points committed to other processes, at most
+        every ``notify_interval_s``; ``listen``: follow theirs into :attr:`latest_cache`
+        (a thread and one connection more)."""
         for prefix in ("postgresql+psycopg://", "postgres://"):
             if url.startswith(prefix):
                 url = "postgresql://" + url[len(prefix) :]
@@ -252,13 +288,32 @@ class PostgresHistorian:
         self.latest_cache = LatestCache()
         self._state_lock = threading.Lock()
         self._closed = False
+        self._notify = notify
+        self._origin = secrets.token_hex(_ORIGIN_LEN // 2)
+        self.notifications_applied = 0  # other processes' payloads folded into the cache
+        self.notifications_sent = 0
+        # The newest points committed and not yet announced: sent at most every
+        # notify_interval_s, because PostgreSQL spends ~0.7 ms of server time per full
+        # payload (200 signals); coalescing bounds that by signals changed per interval.
+        self._unsent = LatestCache()
+        self._unsent_any = False
+        self._notify_interval = notify_interval_s
+        self._last_notify = 0.0
+        self._listen_con: Conn | None = None
         try:
             self._writer_con = self._open_writer()
             self._maint_con = self._pool.open()
             self._lock_key, self.timescaledb = self._setup()
+            self.channel = f"shopfloor_latest_{self._lock_key & 0xFFFFFFFF:08x}"
+            if listen:  # before the first load: a commit in between is then not missed
+                self._listen_con = self._open_listener()
             self._load_latest()
         except (psycopg.Error, StorageError) as exc:
-            for con in (getattr(self, "_writer_con", None), getattr(self, "_maint_con", None)):
+            for con in (
+                getattr(self, "_writer_con", None),
+                getattr(self, "_maint_con", None),
+                self._listen_con,
+            ):
                 if con is not None:
                     con.close()
             self._pool.close()
@@ -276,6 +331,12 @@ class PostgresHistorian:
                 target=self._maint_loop, name="historian-pg-compactor", daemon=True
             )
             self._maint_thread.start()
+        self._listen_thread: threading.Thread | None = None
+        if listen:
+            self._listen_thread = threading.Thread(
+                target=self._listen_loop, name="historian-pg-listener", daemon=True
+            )
+            self._listen_thread.start()
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -300,11 +361,17 @@ class PostgresHistorian:
         return key, timescale
 
     @contextlib.contextmanager
-    def _advisory(self, key: int | None = None) -> Iterator[None]:
-        """Maintenance (compaction, retention, set-up) is one at a time per database schema."""
+    def _advisory(self, key: int | None = None, wait: bool = True) -> Iterator[None]:
+        """Maintenance (compaction, retention, set-up) is one at a time per database schema;
+        without ``wait``, raises :class:`_Busy` at once when another session holds the lock."""
         con = self._maint_con
         k = self._lock_key if key is None else key
-        con.execute("SELECT pg_advisory_lock(%s)", [k])
+        if wait:
+            con.execute("SELECT pg_advisory_lock(%s)", [k])
+        else:
+            row = con.execute("SELECT pg_try_advisory_lock(%s)", [k]).fetchone()
+            if not (row and row[0]):
+                raise _Busy
         try:
             yield
         finally:
@@ -324,7 +391,6 @@ class PostgresHistorian:
             raise StorageError(f"historian query failed: {exc}") from exc
 
     def _load_latest(self) -> None:
-        cols = ["tenant_id", "signal_id", "ts", "value", "text", "quality"]
         with self._snapshot() as cur:
             stored = cur.execute(
                 _newest_per_signal(
@@ -341,7 +407,122 @@ class PostgresHistorian:
                 ).encode()
             ).fetchall()
         self.latest_cache.clear()
-        for rows in (stored, recent):  # recent second: on equal ts it is the newer write
+        self._load_rows(stored, recent)
+
+    # ---- latest values across processes ------------------------------------------------------
+
+    def _open_listener(self) -> Conn:
+        con = self._pool.open()
+        con.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        return con
+
+    def _latest_payloads(self) -> list[str]:
+        """The NOTIFY payloads of the newest points committed since the last send (module
+        docstring); empties :attr:`_unsent`."""
+        tenant, sid, ts, value, quality, is_text = self._unsent.drain()
+        rec = np.empty(len(sid), LATEST_RECORD)
+        rec["tenant"], rec["sid"], rec["ts"] = tenant, sid, ts
+        rec["value"], rec["quality"] = value, quality
+        out = []
+        numbers, texts = rec[~is_text], rec[is_text]
+        for i in range(0, len(numbers), NOTIFY_RECORDS):
+            chunk = numbers[i : i + NOTIFY_RECORDS].tobytes()
+            out.append(f"{self._origin}v{base64.b64encode(chunk).decode()}")
+        pairs = np.empty(len(texts), _PAIR)
+        pairs["tenant"], pairs["sid"] = texts["tenant"], texts["sid"]
+        for i in range(0, len(pairs), NOTIFY_PAIRS):
+            chunk = pairs[i : i + NOTIFY_PAIRS].tobytes()
+            out.append(f"{self._origin}r{base64.b64encode(chunk).decode()}")
+        return out
+
+    def _notify_wait(self) -> float | None:
+        """Seconds until the unsent latest values are due (None: nothing is unsent)."""
+        if not self._unsent_any:
+            return None
+        return max(0.0, self._last_notify + self._notify_interval - time.monotonic())
+
+    def _send_latest(self) -> None:
+        """NOTIFY what was committed since the last send (on the writer's connection, in
+        the writer's thread). A failure is logged: the points are stored, only the other
+        processes' caches miss them until those signals' next points."""
+        if not self._unsent_any:
+            return
+        self._unsent_any = False
+        self._last_notify = time.monotonic()
+        payloads = self._latest_payloads()
+        try:
+            self._writer_con.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) p", [self.channel, payloads]
+            )
+            self.notifications_sent += len(payloads)
+        except psycopg.Error:
+            log.exception("latest values not announced to other processes")
+
+    def _listen_loop(self) -> None:
+        """Fold other processes' commits into the cache until :meth:`close`; after a lost
+        connection, listen again and reload everything (notifications meanwhile are lost)."""
+        while not self._stop_maint.is_set():
+            try:
+                con = self._listen_con
+                if con is None or con.closed or con.broken:
+                    if con is not None:
+                        con.close()
+                    self._listen_con = con = self._open_listener()
+                    self._load_latest()
+                for note in con.notifies(timeout=LISTEN_POLL_S):
+                    self._on_notify(note.payload)
+            except Exception:
+                if self._stop_maint.is_set():
+                    return
+                log.exception("latest-value listener failed; listening again")
+                self._stop_maint.wait(LISTEN_RETRY_S)
+
+    def _on_notify(self, payload: str) -> None:
+        origin, kind = payload[:_ORIGIN_LEN], payload[_ORIGIN_LEN : _ORIGIN_LEN + 1]
+        if origin == self._origin:
+            return  # this process's own commit: the writer updated the cache already
+        raw = base64.b64decode(payload[_ORIGIN_LEN + 1 :])
+        if kind == "v":
+            rec = np.frombuffer(raw, LATEST_RECORD)
+            if len(rec):
+                self.latest_cache.apply_numbers(
+                    np.ascontiguousarray(rec["tenant"]),
+                    np.ascontiguousarray(rec["sid"]),
+                    np.ascontiguousarray(rec["ts"]),
+                    np.ascontiguousarray(rec["value"]),
+                    np.ascontiguousarray(rec["quality"]),
+                )
+        elif kind == "r":
+            pairs = np.frombuffer(raw, _PAIR)
+            if len(pairs):
+                self._reload_latest(pairs["tenant"].tolist(), pairs["sid"].tolist())
+        else:
+            log.warning("unknown latest-value notification %r", payload[:40])
+            return
+        self.notifications_applied += 1
+
+    def _reload_latest(self, tenants: list[int], sids: list[int]) -> None:
+        """Read these signals' newest points back (a text does not fit a record): one index
+        probe per signal in each table, blocks first as in :meth:`_load_latest`."""
+        keys = "unnest(%s::int4[], %s::int4[]) k(t, s)"
+        with self._snapshot() as cur:
+            stored = cur.execute(
+                "SELECT l.* FROM " + keys + ", LATERAL (SELECT tenant_id, signal_id, t_last, "
+                "last_value, last_text, last_quality FROM hist_blocks b WHERE b.tenant_id = k.t "
+                "AND b.signal_id = k.s ORDER BY chunk DESC LIMIT 1) l",
+                [tenants, sids],
+            ).fetchall()
+            recent = cur.execute(
+                "SELECT l.* FROM " + keys + ", LATERAL (SELECT tenant_id, signal_id, ts, value, "
+                "text, quality::int8 & 4294967295 FROM hist_recent r WHERE r.tenant_id = k.t "
+                "AND r.signal_id = k.s ORDER BY ts DESC, wseq DESC LIMIT 1) l",
+                [tenants, sids],
+            ).fetchall()
+        self._load_rows(stored, recent)
+
+    def _load_rows(self, *groups: list[tuple[Any, ...]]) -> None:
+        cols = ["tenant_id", "signal_id", "ts", "value", "text", "quality"]
+        for rows in groups:  # recent last: on equal ts it is the newer write
             if rows:
                 table = pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}).cast(
                     POINT_SCHEMA
@@ -388,8 +569,14 @@ class PostgresHistorian:
     def _write_loop(self) -> None:
         last_commit = 0.0
         while True:
-            item = self._queue.get()
+            due = self._notify_wait()
+            try:
+                item = self._queue.get() if due is None else self._queue.get(timeout=due)
+            except queue.Empty:  # no commit since: announce what the last ones stored
+                self._send_latest()
+                continue
             if item is _STOP:
+                self._send_latest()
                 return
             wait = last_commit + self._commit_interval - time.monotonic()
             if wait > 0:
@@ -410,6 +597,8 @@ class PostgresHistorian:
                 log.exception("historian writer failed")
                 _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             last_commit = time.monotonic()
+            if self._notify_wait() == 0.0:  # the first commit after a quiet spell: at once
+                self._send_latest()
             if self._since_compact >= self._hot_max:
                 self._wake_maint.set()
             waited = 0.0
@@ -426,13 +615,22 @@ class PostgresHistorian:
     def _commit(self, items: list[tuple[pa.Table, Waiter]]) -> None:
         tables = [b for b, _ in items]
         data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # Each signal's newest row, found once for the cache and the unsent values (a sort:
+        # the costliest step of a commit of many points after the COPY itself).
+        last = newest_rows(
+            np.asarray(data.column("signal_id"), dtype=np.int32),
+            np.asarray(data.column("ts"), dtype=np.int64),
+        )
         try:
             self._copy_in(data)
         except Exception as exc:  # rolled back: nothing of this group is acknowledged
             log.exception("historian write failed")
             _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             return
-        self.latest_cache.update(data)
+        self.latest_cache.update(data, last)
+        if self._notify:
+            self._unsent.update(data, last)
+            self._unsent_any = True
         self._points_written += data.num_rows
         self._since_compact += data.num_rows
         self._commits += 1
@@ -465,9 +663,26 @@ class PostgresHistorian:
             if self._stop_maint.is_set():
                 return
             try:
-                self.compact()
+                self._compact_unless_busy()
             except Exception:
                 log.exception("compaction failed; will retry")
+
+    def _compact_unless_busy(self) -> int:
+        """A background compaction, skipped when another process is compacting: its snapshot
+        takes this process's committed rows too, and two compactions would only queue up on
+        the lock and re-encode the same hours' blocks one after the other."""
+        with self._maint:
+            if self._closed:
+                return 0
+            try:
+                return self._maintain(self._compact_locked, wait=False)
+            except _Busy:
+                # Rows committed after the other's snapshot stay recent; they count again
+                # from here, so the recent table stays bounded by the processes' thresholds.
+                self._since_compact = 0
+                return 0
+            except psycopg.Error as exc:
+                raise StorageError(f"compaction failed: {exc}") from exc
 
     def compact(self) -> int:
         """Fold every recent row into blocks; returns how many points were compacted."""
@@ -480,7 +695,7 @@ class PostgresHistorian:
                 raise StorageError(f"compaction failed: {exc}") from exc
             return done
 
-    def _maintain(self, fn: Callable[[], R]) -> R:
+    def _maintain(self, fn: Callable[[], R], wait: bool = True) -> R:
         """Run ``fn`` holding the advisory lock on the maintenance connection; once more on a
         fresh connection if that one turned out dead (the server restarted since its last use;
         the transaction was rolled back and the lock went with the session)."""
@@ -489,7 +704,7 @@ class PostgresHistorian:
                 self._maint_con.close()
                 self._maint_con = self._pool.open()
             try:
-                with self._advisory():
+                with self._advisory(wait=wait):
                     return fn()
             except psycopg.OperationalError:
                 if attempt == 2 or not self._maint_con.broken:
@@ -790,6 +1005,11 @@ class PostgresHistorian:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    @property
+    def points_written(self) -> int:
+        """Points this process committed (no query: a worker's health probe reads it)."""
+        return self._points_written
+
     @_retry_read
     def stats(self) -> dict[str, int | float]:
         with self._snapshot() as cur:
@@ -823,6 +1043,10 @@ class PostgresHistorian:
         self._wake_maint.set()
         if self._maint_thread:
             self._maint_thread.join()
+        if self._listen_thread:
+            self._listen_thread.join()
+        if self._listen_con is not None:
+            self._listen_con.close()
         self._writer.join()
         with self._maint:
             self._writer_con.close()

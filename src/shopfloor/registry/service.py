@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, create_engine, delete, event, func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -203,10 +203,62 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Several processes (API workers, ingest workers, the CLI) share one PostgreSQL registry; each
+# keeps a few connections (PostgreSQL allows 100 by default) and checks them before use, since
+# a database restart or an idle timeout would otherwise fail the first query after it.
+PG_POOL_SIZE: Final = 5
+PG_MAX_OVERFLOW: Final = 5
+PG_POOL_RECYCLE_S: Final = 1800
+
+
+def registry_url(url: str) -> URL:
+    """The SQLAlchemy URL of ``url``: plain ``postgresql://``/``postgres://`` (as historian_url
+    takes them) mean the psycopg 3 driver, which Shopfloor installs (SQLAlchemy would pick
+    psycopg2)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        url = f"postgresql+psycopg://{rest}"
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise BadInput(
+            f"registry URL {url!r} is not a database URL; use sqlite:///<file> or "
+            "postgresql://user@host/database",
+            "registry_url",
+        ) from None
+
+
+# Key of the registry's write lock on PostgreSQL (pg_advisory_xact_lock's two-int form, the
+# second int the schema's hash, so registries in other schemas of one database do not wait on
+# each other).
+PG_WRITE_LOCK: Final = 0x5F5E_0001
+
+
+def _postgres_on_begin(conn: Any) -> None:
+    # SQLite's BEGIN IMMEDIATE makes write transactions take turns across processes, and code
+    # written against it reads, then writes what it read (the audit chain's last hash, counters,
+    # generations). Under PostgreSQL's READ COMMITTED two such transactions would interleave and
+    # one update be lost or the chain fork; one transaction-scoped lock keeps the same order.
+    # Reads take no lock, as on SQLite.
+    if conn.get_execution_options().get(_IMMEDIATE, False):
+        conn.exec_driver_sql(
+            f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK}, hashtext(current_schema()))"
+        )
+
+
 def make_engine(url: str) -> Engine:
-    u = make_url(url)
+    u = registry_url(url)
     if u.get_backend_name() != "sqlite":
-        return create_engine(u, pool_pre_ping=True)
+        engine = create_engine(
+            u,
+            pool_pre_ping=True,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_recycle=PG_POOL_RECYCLE_S,
+        )
+        if u.get_backend_name() == "postgresql":
+            event.listen(engine, "begin", _postgres_on_begin)
+        return engine
     memory = u.database in (None, "", ":memory:")
     if not memory and u.database:
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +317,10 @@ class Registry:
         from alembic import command
 
         with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several processes starting at once on a new or older schema: the first
+                # migrates (DDL is transactional here), the others wait and find it at head.
+                _postgres_on_begin(conn.execution_options(**{_IMMEDIATE: True}))
             command.upgrade(alembic_config(conn), "head")
 
     def close(self) -> None:

@@ -153,6 +153,7 @@ class ProcessBus:
         self.on_alarms = on_alarms
         self.published = 0
         self.received = 0
+        self.dropped = 0  # not sent: no connection at the time
         self.rejected = 0  # malformed internal messages (a foreign publisher, a version skew)
         self._loop: asyncio.AbstractEventLoop | None = None
         # A persistent session only where messages must wait for us: the rules processes.
@@ -198,7 +199,10 @@ class ProcessBus:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         loop = self._loop
-        if loop is None:
+        if loop is None or not self.client.is_connected:
+            # Not connected (starting, or the broker is away): counted, not queued without
+            # bound; the batch itself is stored, only not evaluated (as a full rules queue).
+            self.dropped += 1
             return
         self.published += 1
         try:

@@ -98,8 +98,9 @@ class DynSec:
         return responses
 
     async def ensure_platform(self, username: str, password: str, share_group: str) -> None:
-        """The platform's own login: reads every device topic, writes commands and STATE."""
-        roots = ("sf/v1/#", "spBv1.0/#")
+        """The platform's own login: reads every device topic, writes commands and STATE, and
+        carries durable batches and alarm changes between its processes (rules/bus.py)."""
+        roots = ("sf/v1/#", "spBv1.0/#", "sf/internal/#")
         # Mosquitto 2.0 checks a shared subscription's ACL with its $share/<group>/ prefix.
         acls = [("subscribePattern", t) for t in roots]
         acls += [("subscribePattern", f"$share/{share_group}/{t}") for t in roots]

@@ -57,6 +57,7 @@ SPARKPLUG_SUBSCRIPTION: Final = "spBv1.0/#"
 PROVISION_PREFIX: Final = "sf/v1/provision/"
 PROVISION_SUBSCRIPTION: Final = "sf/v1/provision/+/request"
 REVOCATION_POLL_S: Final = 1.0
+START_RETRY_S: Final = 5.0
 QUOTA_EXCEEDED: Final = "quota_exceeded"  # counted like counters.RATE (the tenant's quota)
 
 
@@ -90,8 +91,13 @@ def parse_mqtt_url(url: str, setting: str) -> BrokerUrl:
 
 
 class MqttService:
-    def __init__(self, platform: Platform) -> None:
+    """The MQTT endpoint; with ``subscribe=False`` (the ``api`` role) only the link that pushes
+    device credentials into an external Mosquitto, no subscriber: the ingest workers take the
+    messages."""
+
+    def __init__(self, platform: Platform, subscribe: bool = True) -> None:
         self.platform = platform
+        self.subscribe = subscribe
         self.settings = platform.settings
         self.counters = BadInputCounters()
         self.flood = FloodGate(self.settings.mqtt_device_rate)
@@ -116,6 +122,10 @@ class MqttService:
         mode = self.settings.mqtt_mode
         if mode == "off":
             return
+        if not self.subscribe:
+            if mode == "external":
+                await self._start_dynsec()
+            return
         self.sparkplug = self._sparkplug_host()
         will = self.sparkplug.will() if self.sparkplug is not None else None
         topics = [*SUBSCRIPTIONS, SPARKPLUG_SUBSCRIPTION]
@@ -131,7 +141,7 @@ class MqttService:
                 url.host, url.port, url.username, url.password, True, self.settings.mqtt_share_group
             )
             # One session per worker process; the share group splits the messages among them.
-            client_id = f"shopfloor-{self.settings.mqtt_share_group}-{uuid.uuid4().hex[:8]}"
+            client_id = self.client_id()
             await self._start_dynsec()
         self.subscriber = Subscriber(endpoint, client_id, topics, self.handle, will)
         await self.subscriber.connect()
@@ -166,18 +176,44 @@ class MqttService:
         self.started.clear()
 
     async def run(self) -> None:
-        """Start, then serve until cancelled (a background task of the platform)."""
-        try:
-            await self.start()
-        except Exception:
-            # A busy port or a missing credential store must not take the HTTP API down.
-            log.exception("MQTT endpoint did not start")
-            await self.stop()
-            return
+        """Start, then serve until cancelled (a background task of the platform).
+
+        An ``ingest`` process exists for its subscription: it tries again every
+        START_RETRY_S until the broker answers (its health probe says 503 meanwhile)."""
+        while True:
+            try:
+                await self.start()
+                break
+            except Exception:
+                # A busy port or a missing credential store must not take the HTTP API down.
+                log.exception("MQTT endpoint did not start")
+                await self.stop()
+                if self.settings.role != "ingest":
+                    return
+            await asyncio.sleep(START_RETRY_S)
         try:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+    def client_id(self) -> str:
+        """This process's session at the external broker: ``mqtt_client_id``, else one made
+        once and kept in the data folder. Mosquitto keeps the messages it had sent to a
+        session and not had acknowledged for that session alone (they do not move to another
+        share-group member), so a worker that crashed must come back under the same id to
+        have them redelivered; a new random id per start would strand them until the
+        session expires."""
+        if self.settings.mqtt_client_id:
+            return self.settings.mqtt_client_id
+        path = Path(self.settings.data_dir) / "mqtt-client-id"
+        try:
+            kept = path.read_text().strip()
+        except FileNotFoundError:
+            kept = ""
+        if not kept:
+            kept = f"shopfloor-{self.settings.mqtt_share_group}-{uuid.uuid4().hex[:12]}"
+            path.write_text(kept + "\n")
+        return kept
 
     async def _start_embedded(self) -> Endpoint:
         from shopfloor.ingest.mqtt.broker import start_broker

@@ -247,6 +247,28 @@ def test_a_change_the_key_misses_is_found_by_the_full_check(
         assert (msg["rule"], msg["to_state"]) == ("sparks", "unack_active")
 
 
+def test_a_tenant_without_rules_costs_no_evaluation_until_a_rule_comes(w: World) -> None:
+    rt = w.platform.runtime
+    rt.refresh_s = 2.0  # as the default: the engine is checked at most every refresh_s
+    acme = w.headers("acme")
+    t0 = now_ns()
+    _ingest(w, acme, 20.0, t0)  # builds the (empty) engine
+    _wait(lambda: w.tenants["acme"] in rt._tenants, "the engine")
+    evaluated = rt.batches
+    for i in range(10):
+        _ingest(w, acme, 20.0, t0 + (i + 1) * 1000)
+    assert rt.skipped >= 5  # most were never queued (one a refresh_s may still go through)
+    assert rt.batches - evaluated <= 10 - rt.skipped
+    # A rule saved now is seen at the next check: batches are queued and evaluated again.
+    assert w.client.post(f"{V1}/rules", json=HOT, headers=acme).status_code == 201
+    with w.client.websocket_connect(LIVE, headers=acme) as ws:
+        time.sleep(rt.refresh_s + 0.2)
+        _ingest(w, acme, 20.0, t0 + 20_000)  # passes the check, rebuilds with the rule
+        _wait(lambda: rt._tenants[w.tenants["acme"]].engine.has_rules, "the rebuilt engine")
+        _ingest(w, acme, 95.0, t0 + 21_000)
+        assert ws.receive_json()["rule"] == "hot"
+
+
 def test_ingest_never_waits_for_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gen = _make(tmp_path, queue_size=1)
     w = next(gen)

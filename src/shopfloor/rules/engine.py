@@ -214,6 +214,10 @@ class RuleEngine:
             events.extend(self._tick(now))
         return self._sorted(events)
 
+    @property
+    def has_rules(self) -> bool:
+        return bool(self._order)
+
     def tick(self, now: int) -> list[Event]:
         """Time-driven rules (stale) at ``now`` (ns UTC)."""
         return self._sorted(self._tick(now))

@@ -195,6 +195,7 @@ class RulesRuntime:
         self._lock = threading.Lock()
         self.dropped = 0  # batches dropped because the queue was full
         self.batches = 0  # batches evaluated
+        self.skipped = 0  # batches of tenants without rules, not queued
         self.published = 0  # alarm changes published
 
     # -- input ---------------------------------------------------------------------------------
@@ -205,6 +206,13 @@ class RulesRuntime:
         loop = self._loop
         if loop is None or batch.num_rows == 0:
             return
+        t = self._tenants.get(tenant_id)
+        if t is not None and not t.engine.has_rules and not t.stale:
+            # Nothing to evaluate (a tenant without rules): skipped, which measurably speeds
+            # up ingest, but only until the next freshness check, so a new rule is still seen.
+            if time.monotonic() - t.checked < self.refresh_s:
+                self.skipped += 1
+                return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

@@ -24,12 +24,10 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ import httpx
 import numpy as np
 import orjson
 
-from benchmarks import emit, progress
+from benchmarks import progress, run_in_workdir
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 TENANT = "bench"
@@ -796,21 +794,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _check(MOSQUITTO.exists(), f"{MOSQUITTO} is missing (apt-get install mosquitto)")
     a.messages = a.messages or (10_000 if a.quick else 100_000)
     a.single_messages = a.single_messages or (20_000 if a.quick else 150_000)
-    t = time.perf_counter()
-    if a.data_dir:
-        a.data_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="ingest-mqtt-", dir=a.data_dir))
-    else:
-        work = Path(tempfile.mkdtemp(prefix="shopfloor-bench-ingest-mqtt-"))
-    try:
-        result = run(a, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result["elapsed_s"] = round(time.perf_counter() - t, 1)
-    emit(result)
-    # The JSON line is out (a failed run's figures are still worth reading); now fail.
-    _check(not result.get("failed"), str(result.get("failed")))
-    return result
+    return run_in_workdir("ingest-mqtt", a.data_dir, lambda work: run(a, work))
 
 
 if __name__ == "__main__":

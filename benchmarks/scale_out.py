@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +34,7 @@ import httpx
 import numpy as np
 import yaml
 
-from benchmarks import emit, progress
+from benchmarks import progress, run_in_workdir
 from benchmarks.historian_postgres import _ceiling
 from benchmarks.ingest_mqtt import (
     FRAME_POINTS,
@@ -295,18 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = ap.parse_args(argv)
     _check(MOSQUITTO.exists(), f"{MOSQUITTO} is missing (apt-get install mosquitto)")
     a.messages = a.messages or (5_000 if a.quick else 40_000)
-    t = time.perf_counter()
-    if a.data_dir:
-        a.data_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="shopfloor-bench-scale-out-", dir=a.data_dir))
-    try:
-        result = run(a, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result["elapsed_s"] = round(time.perf_counter() - t, 1)
-    emit(result)
-    _check(not result.get("failed"), str(result.get("failed")))
-    return result
+    return run_in_workdir("scale-out", a.data_dir, lambda work: run(a, work))
 
 
 if __name__ == "__main__":

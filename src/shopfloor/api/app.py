@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -53,6 +53,29 @@ class ShopfloorApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _lifespan(
+    make: Callable[[], Platform], on_start: Sequence[StartHook], *, close: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the platform (``make``), run its background tasks and the ``on_start`` hooks for
+    the life of the app, stop them at the end, and close the platform when it is ours."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plat = make()
+        app.state.platform = plat
+        plat.start_background()
+        for hook in on_start:
+            plat.spawn(hook(plat))
+        try:
+            yield
+        finally:
+            await plat.stop_background()
+            if close:
+                plat.close()
+
+    return lifespan
+
+
 def create_app(
     settings: Settings | None = None,
     platform: Platform | None = None,
@@ -63,22 +86,11 @@ def create_app(
     ``on_start`` coroutines run as background tasks for the life of the app (the demo's
     simulated factory is one).
     """
-    own = platform is None
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plat = platform or Platform(settings or Settings())
-        app.state.platform = plat
-        plat.start_background()
-        for hook in on_start:
-            plat.spawn(hook(plat))
-        try:
-            yield
-        finally:
-            await plat.stop_background()
-            if own:
-                plat.close()
-
+    lifespan = _lifespan(
+        (lambda: platform) if platform is not None else (lambda: Platform(settings or Settings())),
+        on_start,
+        close=platform is None,
+    )
     app = ShopfloorApp(
         title="Shopfloor",
         version=shopfloor.__version__,
@@ -136,19 +148,7 @@ def create_worker_app(settings: Settings, on_start: Sequence[StartHook] = ()) ->
     up (its MQTT session connected), so a rolling restart waits for it.
     """
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plat = Platform(settings)
-        app.state.platform = plat
-        plat.start_background()
-        for hook in on_start:
-            plat.spawn(hook(plat))
-        try:
-            yield
-        finally:
-            await plat.stop_background()
-            plat.close()
-
+    lifespan = _lifespan(lambda: Platform(settings), on_start, close=True)
     app = FastAPI(
         title=f"Shopfloor {settings.role} worker",
         version=shopfloor.__version__,

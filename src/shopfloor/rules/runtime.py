@@ -207,12 +207,17 @@ class RulesRuntime:
         if loop is None or batch.num_rows == 0:
             return
         t = self._tenants.get(tenant_id)
-        if t is not None and not t.engine.has_rules and not t.stale:
-            # Nothing to evaluate (a tenant without rules): skipped, which measurably speeds
-            # up ingest, but only until the next freshness check, so a new rule is still seen.
-            if time.monotonic() - t.checked < self.refresh_s:
-                self.skipped += 1
-                return
+        # A tenant without rules: nothing to evaluate, so no queueing, no thread hop, no
+        # engine bookkeeping per batch; only until the next freshness check, so a new rule
+        # is still seen within refresh_s.
+        if (
+            t is not None
+            and not t.engine.has_rules
+            and not t.stale
+            and time.monotonic() - t.checked < self.refresh_s
+        ):
+            self.skipped += 1
+            return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

@@ -118,6 +118,8 @@ async def test_dcmd_routed_to_on_command_and_answered(
         props = dict(zip(metric.properties.keys, metric.properties.values, strict=True))
         assert props["Quality"].int_value == BAD
         assert props["Message"].string_value == "signal is read-only"
+        # Every answer echoes the command's timestamp, so a host tells it from a poll.
+        assert props["Command"].long_value == T0
 
         # An unknown metric is not routed; the error is visible in the status.
         unknown = spb.Metric(T0, "nope", spb.DataType.DOUBLE, 1.0)

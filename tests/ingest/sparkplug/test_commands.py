@@ -215,3 +215,86 @@ def test_setpoint_written_through_the_edge_and_confirmed_by_read_back(
             platform.close()
 
     asyncio.run(scenario())
+
+
+def test_an_answer_is_matched_to_its_own_command_not_to_a_poll(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """An edge node that echoes the command's timestamp in its answers ("Command" property,
+    as this project's gateway does): a poll or subscription update of the same metric that
+    arrives while a write waits is not taken for the answer, nor is a late answer to an earlier
+    command. (Under load a data-change DDATA of the previous write was once taken for the next
+    write's answer.)"""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    async def scenario() -> None:
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            mqtt_mode="external",
+            mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
+        )
+        platform = Platform(settings)
+        tenant, _ = platform.registry.create_tenant(GROUP)
+        assert platform.mqtt is not None
+        await platform.mqtt.start()
+        host = platform.mqtt.sparkplug
+        assert isinstance(host, SparkplugHost)
+        commands: asyncio.Queue[int] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def on_dcmd(_c: Any, _u: Any, msg: Any) -> None:
+            (metric,) = spb.decode(msg.payload).metrics
+            loop.call_soon_threadsafe(commands.put_nowait, int(metric.timestamp))
+
+        sniffer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dcmd-sniffer")
+        sniffer.on_message = on_dcmd
+        sniffer.connect("127.0.0.1", broker.port)
+        sniffer.subscribe(f"spBv1.0/{GROUP}/DCMD/gw-echo/#", qos=1)
+        sniffer.loop_start()
+        pub = Publisher(broker.port, "gw-echo")
+        seq = iter(range(256))
+        topic = f"spBv1.0/{GROUP}/DDATA/gw-echo/valve-01"
+
+        def ddata(value: float, command: int | None) -> None:
+            ts = int(time.time() * 1000)
+            m = spb.MetricValue(None, 1, spb.DOUBLE, value, ts, command_ts=command)
+            pub.send(topic, spb.encode(ts, next(seq), [m]))
+
+        try:
+            ts = int(time.time() * 1000)
+            nbirth = [spb.MetricValue("bdSeq", None, spb.UINT64, 0, ts)]
+            pub.send(f"spBv1.0/{GROUP}/NBIRTH/gw-echo", spb.encode(ts, next(seq), nbirth))
+            dbirth = [spb.MetricValue("setpoint", 1, spb.DOUBLE, 20.0, ts)]
+            pub.send(f"spBv1.0/{GROUP}/DBIRTH/gw-echo/valve-01", spb.encode(ts, next(seq), dbirth))
+            await until(lambda: host.knows(tenant.id, "gw-echo.valve-01"), 10, "the births")
+            await asyncio.sleep(0.3)  # the sniffer's subscription is in place
+
+            first = asyncio.create_task(
+                host.write(tenant.id, "gw-echo.valve-01", "setpoint", 1.0, 5)
+            )
+            t1 = await asyncio.wait_for(commands.get(), 5)
+            await asyncio.to_thread(ddata, 1.0, t1)  # the echoed answer
+            r1 = await first
+            assert (r1.ok, r1.read_back) == (True, 1.0)
+
+            second = asyncio.create_task(
+                host.write(tenant.id, "gw-echo.valve-01", "setpoint", 2.0, 5)
+            )
+            t2 = await asyncio.wait_for(commands.get(), 5)
+            assert t2 != t1
+            await asyncio.to_thread(ddata, 99.0, None)  # a poll of the metric: not the answer
+            await asyncio.to_thread(ddata, 1.0, t1)  # a late echo of the first: not it either
+            await asyncio.sleep(0.3)
+            assert not second.done()
+            await asyncio.to_thread(ddata, 2.0, t2)
+            r2 = await second
+            assert (r2.ok, r2.read_back, r2.matches) == (True, 2.0, True)
+        finally:
+            pub.close()
+            sniffer.loop_stop()
+            sniffer.disconnect()
+            await platform.mqtt.stop()
+            platform.close()
+
+    asyncio.run(scenario())

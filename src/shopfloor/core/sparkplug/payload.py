@@ -24,6 +24,7 @@ __all__ = [
     "UINT32",
     "UINT64",
     "MetricValue",
+    "command_ts",
     "decode",
     "encode",
     "metric_value",
@@ -57,6 +58,9 @@ DATATYPES: Final = {
 # Key of the metric property that carries a non-good OPC UA status code.
 QUALITY: Final = "Quality"
 MESSAGE: Final = "Message"
+# Key of the property an answer to a DCMD carries: the timestamp (ms) of the command metric it
+# answers, so the host tells the answer from a poll or subscription update of the same metric.
+COMMAND: Final = "Command"
 
 _SIGNED_BITS: Final = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
 
@@ -73,6 +77,7 @@ class MetricValue:
     quality: int = GOOD
     historical: bool = False
     message: str | None = None
+    command_ts: int | None = None  # set on an answer: the COMMAND property
 
 
 def encode(ts_ms: int, seq: int | None, metrics: list[MetricValue]) -> bytes:
@@ -91,6 +96,16 @@ def decode(raw: bytes) -> pb.Payload:
         return cast(pb.Payload, pb.Payload.FromString(raw))
     except Exception as exc:  # protobuf raises its own DecodeError, a plain Exception subclass
         raise ValueError(f"not a Sparkplug B payload ({len(raw)} bytes): {exc}") from exc
+
+
+def command_ts(metric: pb.Payload.Metric) -> int | None:
+    """The COMMAND property of an answer (the answered command's timestamp), if it has one."""
+    if not metric.HasField("properties"):
+        return None
+    for key, value in zip(metric.properties.keys, metric.properties.values, strict=False):
+        if key == COMMAND and value.WhichOneof("value") == "long_value":
+            return int(value.long_value)
+    return None
 
 
 def metric_value(metric: pb.Payload.Metric, datatype: int) -> float | int | bool | str | None:
@@ -125,7 +140,7 @@ def _fill(out: pb.Payload.Metric, m: MetricValue) -> None:
         out.timestamp = m.ts_ms
     if m.historical:
         out.is_historical = True
-    if m.quality != GOOD or m.message is not None:
+    if m.quality != GOOD or m.message is not None or m.command_ts is not None:
         props = out.properties
         if m.quality != GOOD:
             props.keys.append(QUALITY)
@@ -134,6 +149,9 @@ def _fill(out: pb.Payload.Metric, m: MetricValue) -> None:
         if m.message is not None:
             props.keys.append(MESSAGE)
             props.values.add(type=STRING, string_value=m.message)
+        if m.command_ts is not None:
+            props.keys.append(COMMAND)
+            props.values.add(type=UINT64, long_value=m.command_ts)
     _set_value(out, m.datatype, m.value)
 
 

@@ -103,6 +103,7 @@ class WriteResult:
 
 
 _WriteKey = tuple[str, str, str, str]  # group, edge node, device id, metric name
+_Answer = tuple[bool, Any, str | None]  # ok, the value read back, the device's message
 
 
 @dataclass
@@ -135,7 +136,9 @@ class SparkplugHost:
         self._errors: Counter[str] = Counter()
         self._messages = 0
         self._state_ts: int | None = None
-        self._writes: dict[_WriteKey, list[asyncio.Future[tuple[bool, Any, str | None]]]] = {}
+        # Writes waiting for their answer, with the timestamp (ms) of the command sent.
+        self._writes: dict[_WriteKey, list[tuple[int, asyncio.Future[_Answer]]]] = {}
+        self._last_command_ms = 0
         self.writes_sent = 0
         self.writes_answered = 0
 
@@ -580,12 +583,12 @@ class SparkplugHost:
         alias = next((a for a, d in dev.by_alias.items() if d is metric), None)
         assert dev.sparkplug_id is not None
         key = (node.group, node.edge_node, dev.sparkplug_id, metric.name)
-        fut: asyncio.Future[tuple[bool, Any, str | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._writes.setdefault(key, []).append(fut)
+        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        # Unique per command: an answer that echoes it is matched to this write alone.
+        ts = self._last_command_ms = max(now_ns() // _MS, self._last_command_ms + 1)
+        entry = (ts, fut)
+        self._writes.setdefault(key, []).append(entry)
         try:
-            ts = now_ns() // _MS
             # By alias alone where there is one (Sparkplug: aliases replace names after birth).
             cmd = spb.MetricValue(
                 None if alias is not None else metric.name, alias, metric.datatype, coerced, ts
@@ -603,8 +606,8 @@ class SparkplugHost:
                 ) from None
         finally:
             waiting = self._writes.get(key, [])
-            if fut in waiting:
-                waiting.remove(fut)
+            if entry in waiting:
+                waiting.remove(entry)
             if not waiting:
                 self._writes.pop(key, None)
         self.writes_answered += 1
@@ -632,7 +635,12 @@ class SparkplugHost:
             if not waiting:
                 continue
             message = _message(m)
-            if not (single or message is not None) or m.is_historical:
+            echoed = spb.command_ts(m)
+            if echoed is not None:
+                node.echoes_commands = True
+            elif node.echoes_commands:
+                continue  # this node marks its answers: without the mark, a poll's DDATA
+            if not (single or message is not None or echoed is not None) or m.is_historical:
                 continue  # a poll's DDATA, not the answer
             try:
                 value = spb.metric_value(m, d.datatype)
@@ -641,10 +649,13 @@ class SparkplugHost:
             ok = value is not None and _quality(m) == GOOD
             if not ok and message is None:
                 message = "the device answered without a good value"
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_result((ok, value, message))
-            waiting.clear()
+            # An echoed answer is for its own command only; an unmarked one (an edge node
+            # that does not echo) for every write of the metric still waiting.
+            answered = [e for e in waiting if echoed is None or e[0] == echoed]
+            for entry in answered:
+                if not entry[1].done():
+                    entry[1].set_result((ok, value, message))
+                waiting.remove(entry)
 
     # -- helpers -----------------------------------------------------------------------------
 

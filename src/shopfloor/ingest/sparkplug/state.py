@@ -65,6 +65,9 @@ class NodeState:
     last_rebirth: float | None = None  # time.monotonic() of the last NCMD sent
     # Newest live (not historical) timestamp received, ns: a death is stamped after it.
     newest_ns: int = 0
+    # Whether its answers to DCMD carry the "Command" property (learned from the first one):
+    # then an unmarked single-metric DDATA is a poll, never an answer.
+    echoes_commands: bool = False
     errors: Counter[str] = field(default_factory=Counter)
     last_error: str | None = None
 

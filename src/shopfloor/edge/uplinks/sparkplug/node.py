@@ -145,9 +145,19 @@ class EdgeNode:
         return out
 
     def reply(
-        self, device: str, signal: str, value: Value, *, ok: bool, message: str, now_ms: int
+        self,
+        device: str,
+        signal: str,
+        value: Value,
+        *,
+        ok: bool,
+        message: str,
+        now_ms: int,
+        command_ts: int | None = None,
     ) -> list[Message]:
-        """The DDATA answering a DCMD: the value read back, bad quality if the write failed."""
+        """The DDATA answering a DCMD: the value read back, bad quality if the write failed,
+        and the command metric's timestamp (``command_ts``) in the answer's "Command"
+        property, so the host does not take a poll of the same metric for the answer."""
         known = self._devices.get(device, {}).get(signal)
         if known is None:
             return []  # never born, so no host can resolve an alias for it
@@ -161,6 +171,7 @@ class EdgeNode:
             now_ms,
             GOOD if ok else BAD,
             message=None if ok else (message or "write failed"),
+            command_ts=command_ts,
         )
         return [(self.topic("DDATA", device), spb.encode(now_ms, self._next_seq(), [metric]))]
 

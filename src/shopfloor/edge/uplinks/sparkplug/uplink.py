@@ -355,7 +355,8 @@ class SparkplugUplink(Uplink):
                 self._birth(session)
 
     def _on_dcmd(self, device: str, raw: bytes) -> None:
-        for metric in spb.decode(raw).metrics:
+        payload = spb.decode(raw)
+        for metric in payload.metrics:
             alias = metric.alias if metric.HasField("alias") else None
             found = self.node.resolve(device, metric.name or None, alias)
             if found is None:
@@ -364,11 +365,15 @@ class SparkplugUplink(Uplink):
                 continue
             signal, datatype = found
             value = spb.metric_value(metric, datatype)
-            task = asyncio.create_task(self._command(device, signal, value))
+            # Echoed in the answer (the metric's own timestamp, else the payload's).
+            stamp = metric.timestamp if metric.HasField("timestamp") else payload.timestamp
+            task = asyncio.create_task(self._command(device, signal, value, stamp or None))
             self._commands.add(task)
             task.add_done_callback(self._commands.discard)
 
-    async def _command(self, device: str, signal: str, value: Any) -> None:
+    async def _command(
+        self, device: str, signal: str, value: Any, command_ts: int | None = None
+    ) -> None:
         self._commands_handled += 1
         name = self.node.device_names.get(device, device)
         request = WriteRequest(
@@ -390,7 +395,13 @@ class SparkplugUplink(Uplink):
         if session is None or not session.up or not self.node.born:
             return
         reply = self.node.reply(
-            device, signal, result.read_back, ok=result.ok, message=result.message, now_ms=_now_ms()
+            device,
+            signal,
+            result.read_back,
+            ok=result.ok,
+            message=result.message,
+            now_ms=_now_ms(),
+            command_ts=command_ts,
         )
         with contextlib.suppress(UplinkError):
             self._publish(session, reply, track=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,20 @@ def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fac
 @pytest.fixture
 def backend(open_backend: Factory) -> HistorianBackend:
     return open_backend()
+
+
+@pytest.fixture
+def url() -> str:
+    """A fresh schema in the session's throwaway PostgreSQL cluster."""
+    missing = postgres_service.missing()
+    require(missing or "PostgreSQL", missing is None)
+    return postgres_service.shared_cluster().new_schema("pgh")
+
+
+@pytest.fixture
+def opened() -> Iterator[list[Any]]:
+    """The historians a test opened (postgres_service.open_historian), closed at its end."""
+    stores: list[Any] = []
+    yield stores
+    for h in stores:
+        h.close()

@@ -173,3 +173,13 @@ def shared_cluster() -> PostgresCluster:
             atexit.register(cluster.stop)
             _shared = cluster
         return _shared
+
+
+def open_historian(url: str, opened: list[Any], **kw: Any) -> Any:
+    """A PostgresHistorian on ``url`` for a test (2 ms commits, no background work), closed
+    with the others in ``opened`` at the test's end (the ``opened`` fixture)."""
+    from shopfloor.historian.postgres_backend import PostgresHistorian
+
+    h = PostgresHistorian(url, commit_interval_ms=2, background=False, **kw)
+    opened.append(h)
+    return h

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +15,11 @@ from shopfloor.core.errors import StorageError
 from shopfloor.core.types import make_batch
 from shopfloor.historian.blocks import CHUNK_NS
 from tests.historian import postgres_service
+from tests.historian.postgres_service import open_historian as _open
 from tests.services import require
 
 T0 = 1_767_225_600 * 10**9
 S = 10**9
-
-
-@pytest.fixture
-def url() -> str:
-    missing = postgres_service.missing()
-    require(missing or "PostgreSQL", missing is None)
-    return postgres_service.shared_cluster().new_schema("pgh")
-
-
-@pytest.fixture
-def opened(url: str) -> Iterator[list[Any]]:
-    stores: list[Any] = []
-    yield stores
-    for h in stores:
-        h.close()
-
-
-def _open(url: str, opened: list[Any], **kw: Any) -> Any:
-    from shopfloor.historian.postgres_backend import PostgresHistorian
-
-    h = PostgresHistorian(url, commit_interval_ms=2, background=False, **kw)
-    opened.append(h)
-    return h
 
 
 def _count(url: str, table: str) -> int:

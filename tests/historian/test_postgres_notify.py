@@ -4,41 +4,17 @@ background compaction at a time (pg_try_advisory_lock)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 
 from shopfloor.core.types import make_batch
 from tests.historian import postgres_service
-from tests.services import require
+from tests.historian.postgres_service import open_historian as _open
 
 T0 = 1_767_225_600 * 10**9
 S = 10**9
-
-
-@pytest.fixture
-def url() -> str:
-    missing = postgres_service.missing()
-    require(missing or "PostgreSQL", missing is None)
-    return postgres_service.shared_cluster().new_schema("pgn")
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Any]]:
-    stores: list[Any] = []
-    yield stores
-    for h in stores:
-        h.close()
-
-
-def _open(url: str, opened: list[Any], **kw: Any) -> Any:
-    from shopfloor.historian.postgres_backend import PostgresHistorian
-
-    h = PostgresHistorian(url, commit_interval_ms=2, background=False, **kw)
-    opened.append(h)
-    return h
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> float:

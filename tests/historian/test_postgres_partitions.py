@@ -11,17 +11,15 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from shopfloor.core.types import make_batch
 from shopfloor.historian.blocks import BLOCK_COLUMNS, CHUNK_NS, Points, encode_block
 from tests.historian import postgres_service
-from tests.services import require
+from tests.historian.postgres_service import open_historian as _open
 
 S = 10**9
 DAY = 86_400 * S
@@ -44,29 +42,6 @@ OLD_DDL = [
     "vmask_blob bytea, q_blob bytea, text_blob bytea, "
     "PRIMARY KEY (tenant_id, signal_id, chunk))",
 ]
-
-
-@pytest.fixture
-def url() -> str:
-    missing = postgres_service.missing()
-    require(missing or "PostgreSQL", missing is None)
-    return postgres_service.shared_cluster().new_schema("pgpart")
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Any]]:
-    stores: list[Any] = []
-    yield stores
-    for h in stores:
-        h.close()
-
-
-def _open(url: str, opened: list[Any], **kw: Any) -> Any:
-    from shopfloor.historian.postgres_backend import PostgresHistorian
-
-    h = PostgresHistorian(url, commit_interval_ms=2, background=False, **kw)
-    opened.append(h)
-    return h
 
 
 def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:

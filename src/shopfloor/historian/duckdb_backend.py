@@ -22,8 +22,6 @@ duplicates collapse in the merge (newest write wins).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
 import contextlib
 import logging
 import queue
@@ -52,6 +50,7 @@ from shopfloor.historian.blocks import (
     encode_block,
     rows_to_table,
 )
+from shopfloor.historian.group_commit import GroupCommitQueue, Waiter, settle
 from shopfloor.historian.latest import LatestCache
 from shopfloor.historian.wal import WalWriter, read_wal, wal_files
 
@@ -60,8 +59,6 @@ log = logging.getLogger(__name__)
 _BLOCK_FETCH: Final = "signal_id, n, ts_blob, v_blob, vmask_blob, q_blob, text_blob"
 _STOP: Final = object()
 BACKPRESSURE_MAX_S: Final = 60.0
-
-Waiter = cf.Future[None] | asyncio.Future[None]
 
 
 class _Recent:
@@ -101,34 +98,6 @@ def _one(cur: duckdb.DuckDBPyConnection, query: str, params: Any = None) -> tupl
     return tuple(rows[0]) if rows else ()
 
 
-def _settle(items: list[tuple[pa.Table, Waiter]], error: Exception | None) -> None:
-    """Resolve the writers of one commit: thread futures directly, loop futures in one call
-    per event loop (a wake-up per request cost about half a millisecond of loop time)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for _, fut in items:
-        if isinstance(fut, asyncio.Future):
-            by_loop.setdefault(fut.get_loop(), []).append(fut)
-        elif not fut.set_running_or_notify_cancel():
-            continue  # the caller cancelled: nobody to tell
-        elif error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
-    for loop, futs in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(_settle_in_loop, futs, error)
-
-
-def _settle_in_loop(futs: list[asyncio.Future[None]], error: Exception | None) -> None:
-    for fut in futs:
-        if fut.done():  # the request was cancelled (client went away)
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
-
-
 def _sql(params: dict[str, Any]) -> dict[str, Any]:
     """Query parameters for DuckDB, which refuses names a statement does not use."""
     return {k: v for k, v in params.items() if k != "ids"}
@@ -157,7 +126,7 @@ def _select(tables: list[pa.Table], params: dict[str, Any]) -> Points:
     return Points.concat(parts)
 
 
-class DuckDBHistorian:
+class DuckDBHistorian(GroupCommitQueue):
     """HistorianBackend on DuckDB (see historian.backend for the contract)."""
 
     def __init__(
@@ -242,43 +211,6 @@ class DuckDBHistorian:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def _enqueue(self, batch: pa.Table, fut: Waiter) -> None:
-        """Check one caller's batch (so a bad one fails only its caller) and queue it."""
-        if batch.schema != POINT_SCHEMA:
-            try:
-                batch = batch.cast(POINT_SCHEMA)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-                raise StorageError(f"write failed, nothing of it was stored: {exc}") from None
-        with self._state_lock:  # close() cannot slip in between the check and the put
-            if self._closed:
-                raise StorageError("historian is closed")
-            self._queue.put((batch, fut))
-
-    def submit(self, batch: pa.Table) -> cf.Future[None]:
-        """Queue a batch for the next group commit; the future resolves once it is durable."""
-        fut: cf.Future[None] = cf.Future()
-        if batch.num_rows == 0:
-            fut.set_result(None)
-            return fut
-        try:
-            self._enqueue(batch, fut)
-        except StorageError as exc:
-            fut.set_exception(exc)
-        return fut
-
-    def write(self, batch: pa.Table) -> None:
-        self.submit(batch).result()
-
-    async def write_async(self, batch: pa.Table) -> None:
-        """Like write, for the event loop: one loop wake-up per group commit."""
-        if self._closed:
-            raise StorageError("historian is closed")
-        if batch.num_rows == 0:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(batch, fut)
-        await fut
-
     def _write_loop(self) -> None:
         """Group commit: log and fsync what arrived within one commit interval, then ack."""
         last_commit = 0.0
@@ -303,7 +235,7 @@ class DuckDBHistorian:
                 self._commit(items)
             except Exception as exc:  # never let the writer die: fail this group, go on
                 log.exception("historian writer failed")
-                _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+                settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             last_commit = time.monotonic()
             if self._recent.rows >= self._hot_max:
                 self._wake_maint.set()
@@ -333,7 +265,7 @@ class DuckDBHistorian:
                 self._recent.add(self._wal.seq, data)
         except Exception as exc:  # nothing of this group is acknowledged
             log.exception("historian write failed")
-            _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+            settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             # The file may end in a partial record now: continue in a fresh one.
             with contextlib.suppress(Exception):
                 self._seal()
@@ -341,7 +273,7 @@ class DuckDBHistorian:
         self.latest_cache.update(data)
         self._points_written += data.num_rows
         self._commits += 1
-        _settle(items, None)
+        settle(items, None)
 
     def _seal(self, *, unless_untouched: bool = False) -> int:
         """Close the current log file and open the next; returns the closed file's number.

@@ -45,9 +45,7 @@ cache: ``latest`` there is current within about ``notify_interval_s`` of the wri
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures as cf
 import contextlib
 import functools
 import logging
@@ -77,7 +75,8 @@ from shopfloor.historian.blocks import (
     decode_block,
     encode_block,
 )
-from shopfloor.historian.duckdb_backend import Waiter, _ids, _settle
+from shopfloor.historian.duckdb_backend import _ids
+from shopfloor.historian.group_commit import GroupCommitQueue, Waiter, settle
 from shopfloor.historian.latest import LatestCache, newest_rows
 from shopfloor.historian.postgres_copy import (
     READ_SELECT,
@@ -311,7 +310,7 @@ def _recent_where(
     return where
 
 
-class PostgresHistorian:
+class PostgresHistorian(GroupCommitQueue):
     """HistorianBackend on PostgreSQL (see historian.backend for the contract)."""
 
     def __init__(
@@ -736,41 +735,6 @@ class PostgresHistorian:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def _enqueue(self, batch: pa.Table, fut: Waiter) -> None:
-        if batch.schema != POINT_SCHEMA:
-            try:
-                batch = batch.cast(POINT_SCHEMA)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-                raise StorageError(f"write failed, nothing of it was stored: {exc}") from None
-        with self._state_lock:
-            if self._closed:
-                raise StorageError("historian is closed")
-            self._queue.put((batch, fut))
-
-    def submit(self, batch: pa.Table) -> cf.Future[None]:
-        """Queue a batch for the next group commit; the future resolves after its COMMIT."""
-        fut: cf.Future[None] = cf.Future()
-        if batch.num_rows == 0:
-            fut.set_result(None)
-            return fut
-        try:
-            self._enqueue(batch, fut)
-        except StorageError as exc:
-            fut.set_exception(exc)
-        return fut
-
-    def write(self, batch: pa.Table) -> None:
-        self.submit(batch).result()
-
-    async def write_async(self, batch: pa.Table) -> None:
-        if self._closed:
-            raise StorageError("historian is closed")
-        if batch.num_rows == 0:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(batch, fut)
-        await fut
-
     def _write_loop(self) -> None:
         last_commit = 0.0
         while True:
@@ -800,7 +764,7 @@ class PostgresHistorian:
                 self._commit(items)
             except Exception as exc:  # never let the writer die: fail this group, go on
                 log.exception("historian writer failed")
-                _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+                settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             last_commit = time.monotonic()
             if self._notify_wait() == 0.0:  # the first commit after a quiet spell: at once
                 self._send_latest()
@@ -830,7 +794,7 @@ class PostgresHistorian:
             self._copy_in(data)
         except Exception as exc:  # rolled back: nothing of this group is acknowledged
             log.exception("historian write failed")
-            _settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
+            settle(items, StorageError(f"write failed, nothing of it was stored: {exc}"))
             return
         self.latest_cache.update(data, last)
         if self._notify:
@@ -839,7 +803,7 @@ class PostgresHistorian:
         self._points_written += data.num_rows
         self._since_compact += data.num_rows
         self._commits += 1
-        _settle(items, None)
+        settle(items, None)
 
     def _copy_in(self, data: pa.Table) -> None:
         if self._writer_con.broken or self._writer_con.closed:  # e.g. the server restarted
